@@ -1,0 +1,1 @@
+"""meshd.cli layer (see DESIGN.md section 3)."""

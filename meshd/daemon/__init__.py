@@ -1,0 +1,1 @@
+"""meshd.daemon layer (see DESIGN.md section 3)."""

@@ -1,0 +1,1 @@
+"""meshd.hq layer (see DESIGN.md section 3)."""

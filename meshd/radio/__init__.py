@@ -1,0 +1,1 @@
+"""meshd.radio layer (see DESIGN.md section 3)."""

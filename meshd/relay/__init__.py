@@ -1,0 +1,1 @@
+"""meshd.relay layer (see DESIGN.md section 3)."""

@@ -1,0 +1,576 @@
+"""The hub's relay: verify, dedup, store, and move reports hop by hop toward a live uplink.
+
+Hop-by-hop custody (like DTN custody transfer): a hub sends an envelope to the neighbour closest to an
+uplink as a one-hop direct packet; the neighbour stores it durably, then answers with a signed CUSTODY
+notice listing the report ids it now holds; only then does the sender drop its copy. A lost data frame
+or a lost notice makes the sender retry after a timeout (backing off), and the receiver answers a
+duplicate with another notice, so each report crosses each link about once and is never dropped while
+nobody holds it. Uplink hubs publish to MQTT; a PUBACK is custody at HQ, after which the uplink hub floods
+a compact DELIVERED notice so origin hubs can tell field teams "delivered".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+
+from meshd.clock import Clock
+from meshd.config import RadioSection, RelaySection
+from meshd.errors import MeshdError, ReplayError, SignatureError, UnknownOriginError
+from meshd.keys import KeyPairs
+from meshd.radio import airtime
+from meshd.radio.api import (
+    BROADCAST,
+    TEXT_PORT,
+    LinkState,
+    LinkStateChanged,
+    Priority,
+    Radio,
+    ReceivedPacket,
+    RoutingResult,
+)
+from meshd.relay.budget import AirtimeBudget
+from meshd.relay.priority import Prio, priority_of, priority_of_body
+from meshd.relay.routing import RouteTable
+from meshd.store.hub import AcceptResult, HubStore, OutboxEntry
+from meshd.wire import bodies, codec
+from meshd.wire.envelope import MAX_ENVELOPE_LEN, Envelope, Kind, sign
+from meshd.wire.registry import Registry
+from meshd.wire.replay import DEFAULT_WINDOW
+
+log = logging.getLogger(__name__)
+
+CARRIED_KINDS = (Kind.NEEDS, Kind.ALERT, Kind.SEALED, Kind.BATCH)
+BATCHABLE = (Kind.NEEDS, Kind.ALERT, Kind.SEALED)
+CONTROL_SEQ = 0  # custody/delivered/beacon notices are not reports: they carry no report id
+
+
+@dataclass(frozen=True, slots=True)
+class RelayTiming:
+    """Scenario-time parameters (seconds)."""
+
+    custody_ack_delay_s: float = 2.0  # gather custody notices for this long before answering
+    custody_timeout_s: float = 20.0  # beyond the airtime of frame + notice; retry after this, backing off
+    beacon_interval_s: float = 900.0
+    beacon_min_gap_s: float = 20.0
+    notice_interval_s: float = 60.0
+    batch_wait_s: float = 5.0  # let a burst of field reports gather into one batch (not for alerts)
+    maintenance_s: float = 300.0
+
+
+class Relay:
+    def __init__(
+        self,
+        *,
+        camp_id: int,
+        keys: KeyPairs,
+        registry: Registry,
+        store: HubStore,
+        radio: Radio,
+        relay_config: RelaySection,
+        radio_config: RadioSection,
+        clock: Clock,
+        timing: RelayTiming | None = None,
+        uplink_up: Callable[[], bool] = lambda: False,
+        on_text: Callable[[ReceivedPacket], Awaitable[None]] | None = None,
+        on_broadcast: Callable[[Envelope], Awaitable[None]] | None = None,
+        on_delivered: Callable[[], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.camp_id = camp_id
+        self.keys = keys
+        self.registry = registry
+        self.store = store
+        self.radio = radio
+        self.config = relay_config
+        self.radio_config = radio_config
+        self.clock = clock
+        self.timing = timing or RelayTiming()
+        self.uplink_up = uplink_up
+        self.on_text = on_text
+        self.on_broadcast = on_broadcast
+        self.on_delivered = on_delivered
+        self.rng = rng or random.Random()
+        self.preset = airtime.preset(radio_config.preset)
+        self.budget = AirtimeBudget.from_duty_cycle(relay_config.duty_cycle_pct, relay_config.alert_reserve_pct)
+        self.routes = RouteTable(stale_after_s=3.5 * self.timing.beacon_interval_s)
+        self.counters: Counter[str] = Counter()
+        self.airtime_used_s = 0.0
+        self._wake = asyncio.Event()
+        self._pending_acks: dict[int, set[tuple[int, int]]] = defaultdict(set)
+        self._ack_flush: dict[int, asyncio.TimerHandle] = {}
+        self._received_from: dict[tuple[int, int], int] = {}
+        self._highest: dict[int, int] = {}
+        self._last_beacon = -math.inf
+        self._advertised_hops: int | None = None
+        self._beacon_wanted = asyncio.Event()
+        self._unknown_tokens = float(relay_config.unknown_origin_per_hour)
+        self._unknown_refill_at = clock.now()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        """Run until cancelled. All loops live in one TaskGroup."""
+        self._highest = await self.store.highest_seen()
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._event_loop(), name="relay-events")
+                group.create_task(self._send_loop(), name="relay-send")
+                group.create_task(self._beacon_loop(), name="relay-beacon")
+                group.create_task(self._notice_loop(), name="relay-notices")
+                group.create_task(self._maintenance_loop(), name="relay-maintenance")
+        finally:
+            for handle in self._ack_flush.values():
+                handle.cancel()
+            self._ack_flush.clear()
+            for task in list(self._tasks):
+                task.cancel()
+            for task in list(self._tasks):
+                with contextlib.suppress(asyncio.CancelledError, MeshdError):
+                    await task
+
+    def wake(self) -> None:
+        """Something changed (new report, uplink state): reconsider what to send."""
+        self._wake.set()
+        self._beacon_wanted.set()
+
+    # ------------------------------------------------------------------ originating
+
+    async def originate(
+        self,
+        kind: Kind,
+        body: dict[str, object],
+        *,
+        unverified: bool = False,
+        inbound: tuple[int, str, bool] | None = None,
+    ) -> Envelope:
+        """Sign and durably queue a report from this hub; returns once it is on disk."""
+        env = await originate_report(
+            self.store,
+            self.keys,
+            registry=self.registry,
+            camp_id=self.camp_id,
+            kind=kind,
+            body=body,
+            unverified=unverified,
+            inbound=inbound,
+            expiry_s=int(self.config.expiry_h * 3600),
+        )
+        self.counters["originated"] += 1
+        self.wake()
+        return env
+
+    # ------------------------------------------------------------------ receiving
+
+    async def _event_loop(self) -> None:
+        while True:
+            event = await self.radio.next_event()
+            try:
+                if isinstance(event, ReceivedPacket):
+                    await self._on_packet(event)
+                elif isinstance(event, RoutingResult):
+                    self._on_routing(event)
+                elif isinstance(event, LinkStateChanged) and event.state is LinkState.READY:
+                    self._beacon_wanted.set()
+                    self._wake.set()
+            except MeshdError as exc:
+                self.counters["errors"] += 1
+                log.warning("relay: %s", exc)
+
+    async def _on_packet(self, packet: ReceivedPacket) -> None:
+        if packet.portnum == TEXT_PORT:
+            if self.on_text is not None:
+                await self.on_text(packet)
+            return
+        if packet.portnum != self.radio_config.portnum:
+            return
+        self.routes.heard_from(packet.from_node, self.clock.now())
+        try:
+            env = Envelope.from_bytes(packet.payload)
+        except MeshdError as exc:
+            self.counters["rejected_malformed"] += 1
+            log.info("dropped malformed envelope from !%08x: %s", packet.from_node, exc)
+            return
+        try:
+            self.registry.verify_envelope(env)
+            known = True
+        except UnknownOriginError:
+            known = False
+        except SignatureError:
+            self.counters["rejected_bad_signature"] += 1
+            log.warning("dropped envelope %s from !%08x: signature does not verify", env.id, packet.from_node)
+            return
+        if env.kind in (Kind.CUSTODY, Kind.DELIVERED, Kind.STATUS, Kind.BROADCAST) and not known:
+            self.counters["rejected_unknown_control"] += 1
+            return
+        if env.kind is Kind.CUSTODY:
+            await self._on_custody(env, packet)
+        elif env.kind is Kind.DELIVERED:
+            await self._on_delivered(env)
+        elif env.kind is Kind.STATUS:
+            self._on_beacon(env, packet)
+        elif env.kind is Kind.BROADCAST:
+            await self._on_hq_broadcast(env)
+        elif env.kind in CARRIED_KINDS:
+            await self._on_report(env, packet, known=known)
+        else:
+            self.counters["rejected_unknown_kind"] += 1
+
+    async def _on_report(self, env: Envelope, packet: ReceivedPacket, *, known: bool) -> None:
+        try:
+            reports = codec.unbatch(env)
+        except MeshdError:
+            self.counters["rejected_malformed"] += 1
+            return
+        highest = self._highest.get(env.origin, -1)
+        if env.seq + DEFAULT_WINDOW < highest:
+            self.counters["rejected_replay"] += 1
+            log.warning("dropped %s: %s", env.id, ReplayError("seq older than the replay window"))
+            return
+        if not known:
+            if not self._take_unknown_token():
+                self.counters["rejected_unknown_rate"] += 1
+                return
+            self.counters["unknown_origin"] += 1
+        priority = priority_of(env) if known else Prio.UNKNOWN_ORIGIN
+        n_items = len(reports)
+        held = await self.store.get(env.origin, env.seq)
+        if held is not None:
+            result = AcceptResult.DUPLICATE
+            self.counters["duplicates"] += 1
+        else:
+            result = await self.store.accept(
+                env,
+                n_items=n_items,
+                priority=int(priority),
+                expiry_s=int(self.config.expiry_h * 3600),
+                carry=True,
+                force=True,
+            )
+            if result == AcceptResult.NEW:
+                self.counters["accepted"] += 1
+                self._highest[env.origin] = max(highest, env.seq + n_items - 1)
+                self._received_from[(env.origin, env.seq)] = packet.from_node
+                self._wake.set()
+            elif result == AcceptResult.DUPLICATE:
+                self.counters["duplicates"] += 1
+        if packet.to_node != BROADCAST:
+            # custody: we hold it durably now (or HQ does): the sender may drop its copy
+            self._queue_custody_ack(packet.from_node, [(r.origin, r.seq) for r in reports])
+
+    def _take_unknown_token(self) -> bool:
+        now = self.clock.now()
+        rate = self.config.unknown_origin_per_hour / 3600.0
+        self._unknown_tokens = min(
+            float(self.config.unknown_origin_per_hour), self._unknown_tokens + (now - self._unknown_refill_at) * rate
+        )
+        self._unknown_refill_at = now
+        if self._unknown_tokens >= 1.0:
+            self._unknown_tokens -= 1.0
+            return True
+        return False
+
+    async def _on_custody(self, env: Envelope, packet: ReceivedPacket) -> None:
+        if packet.to_node not in (BROADCAST, self.radio.my_node):
+            return
+        ids = bodies.decode_delivered_ids(env.body)
+        by_key: dict[tuple[int, int], set[int]] = defaultdict(set)
+        for origin, seq in ids:
+            by_key[(origin, seq)].add(seq)
+        removed = 0
+        for entry in await self._entries_covering(ids):
+            if all(key in by_key for key in entry.report_keys()):
+                removed += await self.store.remove([entry.key])
+                self._received_from.pop(entry.key, None)
+        self.counters["custody_handed_over"] += removed
+        self.routes.heard_from(packet.from_node, self.clock.now())
+
+    async def _entries_covering(self, ids: list[tuple[int, int]]) -> list[OutboxEntry]:
+        entries = []
+        seen: set[tuple[int, int]] = set()
+        for origin, seq in ids:
+            entry = await self.store.get(origin, seq)
+            if entry is not None and entry.key not in seen:
+                seen.add(entry.key)
+                entries.append(entry)
+        return entries
+
+    async def _on_delivered(self, env: Envelope) -> None:
+        ids = bodies.decode_delivered_ids(env.body)
+        new = await self.store.mark_delivered(ids, published=False)
+        self.counters["delivered_learnt"] += new
+        if new and self.on_delivered is not None:
+            self.on_delivered()
+
+    def _on_beacon(self, env: Envelope, packet: ReceivedPacket) -> None:
+        if packet.hops_away != 0 or env.origin == self.camp_id:
+            return
+        status = bodies.decode_status(env.body)
+        changed = self.routes.heard_beacon(
+            packet.from_node, env.origin, int(status.get("uplink_hops", 0)), self.clock.now(), packet.rx_snr
+        )
+        if changed:
+            self._beacon_wanted.set()
+            self._wake.set()
+
+    async def _on_hq_broadcast(self, env: Envelope) -> None:
+        result = await self.store.accept(env, priority=int(Prio.ALERT), carry=False)
+        if result != AcceptResult.NEW:
+            self.counters["duplicates"] += 1
+            return
+        self.counters["broadcasts_received"] += 1
+        if self.on_broadcast is not None:
+            await self.on_broadcast(env)
+
+    async def inject_broadcast(self, env: Envelope) -> None:
+        """An HQ broadcast verified by the uplink: flood it to every hub at alert priority."""
+        result = await self.store.accept(env, priority=int(Prio.ALERT), carry=False)
+        if result != AcceptResult.NEW:
+            return
+        await self._transmit(env.to_bytes(), to=BROADCAST, hop_limit=7, alert=True, wait_budget=True)
+        self.counters["broadcasts_injected"] += 1
+        if self.on_broadcast is not None:
+            await self.on_broadcast(env)
+
+    def _on_routing(self, result: RoutingResult) -> None:
+        if not result.ok:
+            self.counters[f"radio_nak_{result.error.lower()}"] += 1
+            log.warning("radio refused packet %08x: %s", result.packet_id, result.error)
+
+    # ------------------------------------------------------------------ custody notices
+
+    def _queue_custody_ack(self, node: int, ids: list[tuple[int, int]]) -> None:
+        self._pending_acks[node].update(ids)
+        if node not in self._ack_flush:
+            loop = asyncio.get_running_loop()
+            self._ack_flush[node] = loop.call_later(
+                self.clock.real(self.timing.custody_ack_delay_s), self._spawn, self._send_custody_ack(node)
+            )
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_custody_ack(self, node: int) -> None:
+        self._ack_flush.pop(node, None)
+        ids = sorted(self._pending_acks.pop(node, set()))
+        while ids:
+            chunk, ids = self._fit_ids(Kind.CUSTODY, ids)
+            await self._transmit(chunk, to=node, hop_limit=0, alert=True, wait_budget=True)
+            self.counters["custody_acks_sent"] += 1
+
+    def _fit_ids(self, kind: Kind, ids: list[tuple[int, int]]) -> tuple[bytes, list[tuple[int, int]]]:
+        """Sign as many ids as fit one frame; return the frame and the rest."""
+        count = len(ids)
+        while True:
+            env = Envelope(self.camp_id, CONTROL_SEQ, kind, bodies.encode_delivered_ids(ids[:count]))
+            signed = sign(env, self.keys.sign, max_len=10_000)
+            raw = signed.to_bytes()
+            if len(raw) <= MAX_ENVELOPE_LEN or count == 1:
+                return raw, ids[count:]
+            count = max(1, count * MAX_ENVELOPE_LEN // len(raw) - 1)
+
+    async def _notice_loop(self) -> None:
+        while True:
+            await self.clock.sleep(self.timing.notice_interval_s)
+            ids = await self.store.take_unnotified(limit=500)
+            if ids and self.on_delivered is not None:
+                self.on_delivered()
+            while ids:
+                chunk, ids = self._fit_ids(Kind.DELIVERED, ids)
+                await self._transmit(
+                    chunk, to=BROADCAST, hop_limit=self.radio_config.hop_limit, alert=False, wait_budget=True
+                )
+                self.counters["delivered_notices_sent"] += 1
+
+    # ------------------------------------------------------------------ beacons
+
+    async def _beacon_loop(self) -> None:
+        await self.clock.sleep(self.rng.uniform(0.0, self.timing.beacon_min_gap_s))
+        while True:
+            hops = self.routes.my_hops(uplink_up=self.uplink_up(), now=self.clock.now())
+            now = self.clock.now()
+            periodic_due = now - self._last_beacon >= self.timing.beacon_interval_s
+            wanted = hops != self._advertised_hops or periodic_due
+            if (
+                wanted
+                and self.radio.state is LinkState.READY
+                and now - self._last_beacon >= self.timing.beacon_min_gap_s
+            ):
+                await self._send_beacon(hops)
+            self._beacon_wanted.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._beacon_wanted.wait(), self.clock.real(self.timing.beacon_min_gap_s))
+
+    async def _send_beacon(self, hops: int) -> None:
+        body = bodies.encode_status({"uplink_hops": hops, "uplink_up": self.uplink_up()})
+        env = sign(Envelope(self.camp_id, CONTROL_SEQ, Kind.STATUS, body), self.keys.sign)
+        sent = await self._transmit(env.to_bytes(), to=BROADCAST, hop_limit=0, alert=False, wait_budget=False)
+        if sent:
+            self._advertised_hops = hops
+            self._last_beacon = self.clock.now()
+            self.counters["beacons_sent"] += 1
+
+    # ------------------------------------------------------------------ sending reports
+
+    def _retry_after(self, attempts: int) -> float:
+        base: float = self.timing.custody_timeout_s * 2.0 ** min(attempts - 1, 6)
+        return min(base, self.config.retry_max_s) * self.rng.uniform(0.9, 1.1)
+
+    async def _send_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            delay = await self._send_some()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.clock.real(delay))
+
+    async def _send_some(self) -> float:
+        """Send what is due; returns how long to wait (scenario s) before looking again."""
+        if self.radio.state is not LinkState.READY:
+            return 5.0
+        if self.uplink_up():
+            return 30.0  # our own uplink flushes the outbox; nothing to hand over by radio
+        now = self.clock.now()
+        entries = await self.store.due(limit=64)
+        if not entries:
+            return 60.0
+        next_look = 1.0
+        batchable = {k.value for k in BATCHABLE}
+        for candidate in entries:
+            entry = candidate
+            exclude = frozenset({self._received_from[entry.key]} if entry.key in self._received_from else ())
+            hop = self.routes.next_hop(now, exclude=exclude) or self.routes.next_hop(now)
+            if hop is None:
+                return 30.0
+            alert = entry.priority >= Prio.ALERT
+            if entry.local and entry.attempts == 0 and entry.kind in batchable and not alert:
+                if entry.age_s < self.timing.batch_wait_s:
+                    next_look = min(next_look, self.timing.batch_wait_s - entry.age_s)
+                    continue
+                entry = await self._maybe_batch(entry, entries)
+            raw = replace(Envelope.from_bytes(entry.envelope), age_s=entry.age_s).to_bytes()
+            cost = airtime.payload_airtime_s(len(raw), self.preset, self.radio_config.portnum)
+            if not self.budget.can_send(cost, self.clock.now(), alert=alert):
+                self.counters["budget_waits"] += 1
+                if alert:
+                    return max(self.budget.wait_s(cost, self.clock.now(), alert=True), 1.0)
+                continue  # an alert further down may still fit the reserve
+            if not await self._transmit(raw, to=hop.node, hop_limit=0, alert=alert, wait_budget=False):
+                return 5.0
+            await self.store.mark_attempt([entry.key], self._retry_after)
+            if entry.attempts > 0:
+                self.routes.failed(hop.node)
+                self.counters["retransmissions"] += 1
+            self.counters["forwarded"] += 1
+        return next_look
+
+    async def _maybe_batch(self, first: OutboxEntry, entries: list[OutboxEntry]) -> OutboxEntry:
+        """Wrap consecutive unsent local reports into one signed batch (stored in place of them)."""
+        run = [first]
+        by_seq = {e.seq: e for e in entries if e.origin == first.origin}
+        seq = first.seq + 1
+        while len(run) < self.config.batch_max:
+            nxt = by_seq.get(seq)
+            if nxt is None or not nxt.local or nxt.attempts or nxt.kind not in {k.value for k in BATCHABLE}:
+                break
+            if nxt.n_items != 1 or nxt.priority >= Prio.ALERT:
+                break
+            run.append(nxt)
+            seq += 1
+        if len(run) < 2:
+            return first
+        while len(run) >= 2:
+            items = []
+            base_age = min(e.age_s for e in run)
+            for e in run:
+                inner = Envelope.from_bytes(e.envelope)
+                items.append(codec.BatchEntry(inner.kind, inner.body, e.age_s - base_age))
+            env = Envelope(first.origin, first.seq, Kind.BATCH, codec.make_batch_body(items), age_s=base_age)
+            try:
+                signed = sign(env, self.keys.sign)
+            except MeshdError:
+                run.pop()
+                continue
+            priority = max(e.priority for e in run)
+            await self.store.replace_with_batch([e.key for e in run], signed, priority=priority)
+            self.counters["batches_built"] += 1
+            batched = await self.store.get(first.origin, first.seq)
+            return batched if batched is not None else first
+        return first
+
+    async def _transmit(self, raw: bytes, *, to: int, hop_limit: int, alert: bool, wait_budget: bool) -> bool:
+        cost = airtime.payload_airtime_s(len(raw), self.preset, self.radio_config.portnum)
+        if wait_budget:
+            wait = self.budget.wait_s(cost, self.clock.now(), alert=True)
+            if math.isinf(wait):
+                self.counters["budget_refused"] += 1
+                return False
+            if wait > 0:
+                await self.clock.sleep(wait)
+        elif not self.budget.can_send(cost, self.clock.now(), alert=alert):
+            self.counters["budget_waits"] += 1
+            return False
+        priority = Priority.ALERT if alert else Priority.RELIABLE
+        try:
+            await self.radio.send(
+                raw,
+                to=to,
+                portnum=self.radio_config.portnum,
+                hop_limit=hop_limit,
+                want_ack=False,
+                priority=priority,
+                channel=self.radio_config.channel,
+            )
+        except MeshdError as exc:
+            self.counters["send_errors"] += 1
+            log.warning("radio send failed: %s", exc)
+            return False
+        self.budget.charge(cost, self.clock.now())
+        self.airtime_used_s += cost
+        self.counters["frames_sent"] += 1
+        return True
+
+    # ------------------------------------------------------------------ housekeeping
+
+    async def _maintenance_loop(self) -> None:
+        while True:
+            await self.clock.sleep(self.timing.maintenance_s)
+            expired = await self.store.expire()
+            if expired:
+                log.warning("%d reports expired undelivered", expired)
+            await self.store.prune_seen(DEFAULT_WINDOW * 2)
+            await self.store.mark_alive()
+
+
+async def originate_report(
+    store: HubStore,
+    keys: KeyPairs,
+    /,
+    *,
+    registry: Registry,
+    camp_id: int,
+    kind: Kind,
+    body: dict[str, object],
+    unverified: bool = False,
+    inbound: tuple[int, str, bool] | None = None,
+    expiry_s: int = 72 * 3600,
+) -> Envelope:
+    """Sign and durably queue a report (also used by `meshd send` with the daemon stopped)."""
+    if kind not in BATCHABLE:
+        raise MeshdError(f"cannot originate a {kind.value} report")
+    seal_to = registry.hq_seal_public() if kind is Kind.SEALED else None
+    raw_body = codec.encode_body(kind, body, camp_id, seal_to=seal_to)
+    priority = Prio.SEALED if kind is Kind.SEALED else priority_of_body(kind, dict(body))
+
+    def build(seq: int) -> Envelope:
+        return sign(Envelope(camp_id, seq, kind, raw_body, unverified=unverified), keys.sign)
+
+    return await store.originate(camp_id, build, priority=int(priority), inbound=inbound, expiry_s=expiry_s)

@@ -1,0 +1,69 @@
+"""Which neighbour to hand reports to: a gradient toward hubs whose satellite uplink is up.
+
+Every hub beacons (to direct neighbours only) how many hops it is from a live uplink: 1 if its own uplink
+is up, else 1 + the best neighbour's figure. Reports move hop by hop to the neighbour with the smallest
+figure, each hop taking durable custody, so each report crosses each link about once instead of being
+flooded to every node. Figures age out, so a hub that goes silent stops attracting traffic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+UNREACHABLE = 16  # like RIP: a bound that ends count-to-infinity loops
+
+
+@dataclass(slots=True)
+class Neighbour:
+    node: int
+    camp: int
+    uplink_hops: int  # 0 = no route
+    heard_at: float
+    snr: float = 0.0
+    failures: int = 0
+
+
+class RouteTable:
+    def __init__(self, *, stale_after_s: float = 3 * 3600.0) -> None:
+        self.neighbours: dict[int, Neighbour] = {}
+        self.stale_after_s = stale_after_s
+
+    def heard_beacon(self, node: int, camp: int, uplink_hops: int, now: float, snr: float = 0.0) -> bool:
+        """Record a neighbour's beacon; returns True if our own distance may have changed."""
+        old = self.neighbours.get(node)
+        self.neighbours[node] = Neighbour(node, camp, uplink_hops, now, snr, 0)
+        return old is None or old.uplink_hops != uplink_hops
+
+    def heard_from(self, node: int, now: float) -> None:
+        neighbour = self.neighbours.get(node)
+        if neighbour is not None:
+            neighbour.heard_at = now
+            neighbour.failures = 0
+
+    def failed(self, node: int) -> None:
+        neighbour = self.neighbours.get(node)
+        if neighbour is not None:
+            neighbour.failures += 1
+
+    def _live(self, now: float) -> list[Neighbour]:
+        return [
+            n
+            for n in self.neighbours.values()
+            if n.uplink_hops and now - n.heard_at <= self.stale_after_s and n.failures < 3
+        ]
+
+    def my_hops(self, *, uplink_up: bool, now: float) -> int:
+        if uplink_up:
+            return 1
+        live = self._live(now)
+        if not live:
+            return 0
+        best = min(n.uplink_hops for n in live) + 1
+        return best if best < UNREACHABLE else 0
+
+    def next_hop(self, now: float, *, exclude: frozenset[int] = frozenset()) -> Neighbour | None:
+        """The neighbour closest to an uplink (fewest hops, then fewest failures, then best SNR)."""
+        live = [n for n in self._live(now) if n.node not in exclude]
+        if not live:
+            return None
+        return min(live, key=lambda n: (n.uplink_hops, n.failures, -n.snr))

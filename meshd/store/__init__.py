@@ -1,0 +1,1 @@
+"""meshd.store layer (see DESIGN.md section 3)."""

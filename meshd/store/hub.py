@@ -1,0 +1,480 @@
+"""The hub's tables as operations: originate, accept, schedule, custody, field inbound, counters.
+
+Ages: an outbox row keeps `age_base` (seconds) settled at `stored_mono` of the process `session` that
+stored it. The current age is age_base + (monotonic now - stored_mono). At start, rows of the previous
+session are settled up to that session's last "alive" mark; the time the hub was powered off is unknown
+(no RTC) and is not counted, which is why reports carry time_quality=none.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from meshd.store.store import Database, new_session_id
+from meshd.wire.envelope import Envelope
+
+ALIVE_EVERY_S = 300.0  # how often the alive mark is written: bounds lost age after a power cut, costs SD writes
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    origin: int
+    seq: int
+    n_items: int
+    kind: str
+    priority: int
+    envelope: bytes
+    age_s: int
+    attempts: int
+    local: bool
+    published: bool
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.origin, self.seq)
+
+    def report_keys(self) -> list[tuple[int, int]]:
+        return [(self.origin, self.seq + i) for i in range(self.n_items)]
+
+
+class AcceptResult:
+    NEW = "new"
+    DUPLICATE = "duplicate"
+    DELIVERED = "delivered"  # new to us, but HQ already has it: nothing to carry
+
+
+class HubStore:
+    """Async operations on the hub store. Open with `async with HubStore(path) as store:`."""
+
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.db = Database(path)
+        self.clock = clock
+        self.session = new_session_id()
+
+    async def __aenter__(self) -> Self:
+        await self.db.__aenter__()
+        try:
+            await self.db.write(self._settle_sessions)
+        except BaseException:
+            await self.db.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.mark_alive()
+        await self.db.close()
+
+    # ------------------------------------------------------------ sessions and ages
+
+    def _settle_sessions(self, conn: sqlite3.Connection) -> None:
+        now = self.clock()
+        row = conn.execute("SELECT value FROM meta WHERE key = 'session'").fetchone()
+        alive = conn.execute("SELECT value FROM meta WHERE key = 'alive_mono'").fetchone()
+        if row is not None and alive is not None:
+            conn.execute(
+                "UPDATE outbox SET age_base = age_base + MAX(0, CAST(? - stored_mono AS INTEGER)) WHERE session = ?",
+                (float(alive[0]), row[0]),
+            )
+        conn.execute("UPDATE outbox SET stored_mono = ?, session = ?, next_attempt = 0", (now, self.session))
+        self._set_meta(conn, "session", self.session)
+        self._set_meta(conn, "alive_mono", repr(now))
+
+    @staticmethod
+    def _set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    async def mark_alive(self) -> None:
+        now = self.clock()
+        await self.db.write(lambda conn: self._set_meta(conn, "alive_mono", repr(now)))
+
+    def _age_now(self, age_base: int, stored_mono: float) -> int:
+        return age_base + max(0, int(self.clock() - stored_mono))
+
+    # ------------------------------------------------------------ originate and accept
+
+    async def originate(
+        self,
+        origin: int,
+        build: Callable[[int], Envelope],
+        *,
+        priority: int,
+        n_items: int = 1,
+        expiry_s: int = 72 * 3600,
+        inbound: tuple[int, str, bool] | None = None,
+    ) -> Envelope:
+        """Allocate seq(s), build and sign the envelope, store it in the outbox; durable when this returns.
+
+        `build(seq)` runs inside the transaction, so a seq is never handed out twice, even across crashes.
+        `inbound` = (from_node, language, verified) records a field report for receipts.
+        """
+        now = self.clock()
+
+        def op(conn: sqlite3.Connection) -> Envelope:
+            row = conn.execute("SELECT next_seq FROM seq_counter WHERE origin = ?", (origin,)).fetchone()
+            seq = row[0] if row else 1
+            conn.execute(
+                "INSERT INTO seq_counter (origin, next_seq) VALUES (?, ?) "
+                "ON CONFLICT(origin) DO UPDATE SET next_seq = excluded.next_seq",
+                (origin, seq + n_items),
+            )
+            env = build(seq)
+            self._insert_outbox(conn, env, n_items, priority, now, local=True, expiry_s=expiry_s)
+            conn.executemany(
+                "INSERT OR IGNORE INTO seen (origin, seq) VALUES (?, ?)", [(origin, seq + i) for i in range(n_items)]
+            )
+            if inbound is not None:
+                from_node, language, verified = inbound
+                conn.execute(
+                    "INSERT INTO inbound (origin, seq, from_node, language, kind, verified, received_day) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (origin, seq, from_node, language, env.kind.value, int(verified), _today()),
+                )
+            self._bump(conn, "originated", n_items)
+            return env
+
+        return await self.db.write(op)
+
+    def _insert_outbox(
+        self,
+        conn: sqlite3.Connection,
+        env: Envelope,
+        n_items: int,
+        priority: int,
+        now: float,
+        *,
+        local: bool,
+        expiry_s: int,
+    ) -> None:
+        conn.execute(
+            "INSERT OR IGNORE INTO outbox (origin, seq, n_items, kind, priority, envelope, age_base, stored_mono,"
+            " session, local, expires_at_age) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                env.origin,
+                env.seq,
+                n_items,
+                env.kind.value,
+                priority,
+                env.to_bytes(),
+                env.age_s,
+                now,
+                self.session,
+                int(local),
+                env.age_s + expiry_s,
+            ),
+        )
+
+    async def accept(
+        self,
+        env: Envelope,
+        *,
+        n_items: int = 1,
+        priority: int,
+        expiry_s: int = 72 * 3600,
+        carry: bool = True,
+        force: bool = False,
+    ) -> str:
+        """Store an envelope heard from another hub unless every report in it was seen before.
+
+        `force`: carry it even if seen before, as long as HQ does not have it yet and we do not hold it:
+        a report handed on and then handed back (routes changed) must not be dropped as a duplicate.
+        """
+        now = self.clock()
+        keys = [(env.origin, env.seq + i) for i in range(n_items)]
+
+        def op(conn: sqlite3.Connection) -> str:
+            before = conn.total_changes
+            conn.executemany("INSERT OR IGNORE INTO seen (origin, seq) VALUES (?, ?)", keys)
+            if conn.total_changes == before and not force:
+                self._bump(conn, "duplicates", 1)
+                return AcceptResult.DUPLICATE
+            delivered = conn.execute(
+                "SELECT COUNT(*) FROM delivered WHERE origin = ? AND seq BETWEEN ? AND ?",
+                (env.origin, env.seq, env.seq + n_items - 1),
+            ).fetchone()[0]
+            if delivered == n_items:
+                return AcceptResult.DELIVERED
+            if carry:
+                self._insert_outbox(conn, env, n_items, priority, now, local=False, expiry_s=expiry_s)
+            self._bump(conn, "accepted", 1)
+            return AcceptResult.NEW
+
+        return await self.db.write(op)
+
+    async def replace_with_batch(self, keys: list[tuple[int, int]], batch: Envelope, *, priority: int) -> None:
+        """Put one signed batch envelope in place of the unsent single reports it carries."""
+        now = self.clock()
+
+        def op(conn: sqlite3.Connection) -> None:
+            rows = [
+                conn.execute(
+                    "SELECT age_base, stored_mono, expires_at_age FROM outbox WHERE origin = ? AND seq = ?", key
+                ).fetchone()
+                for key in keys
+            ]
+            if any(r is None for r in rows):
+                return  # one of them was handed over meanwhile: keep the singles
+            expiry = min(int(r[2]) - int(r[0]) for r in rows if r is not None)
+            conn.executemany("DELETE FROM outbox WHERE origin = ? AND seq = ?", keys)
+            self._insert_outbox(conn, batch, len(keys), priority, now, local=True, expiry_s=expiry)
+
+        await self.db.write(op)
+
+    async def is_seen(self, origin: int, seq: int) -> bool:
+        return await self.db.read(
+            lambda conn: (
+                conn.execute("SELECT 1 FROM seen WHERE origin = ? AND seq = ?", (origin, seq)).fetchone() is not None
+            )
+        )
+
+    async def highest_seen(self) -> dict[int, int]:
+        rows = await self.db.read(
+            lambda conn: conn.execute("SELECT origin, MAX(seq) FROM seen GROUP BY origin").fetchall()
+        )
+        return {int(o): int(s) for o, s in rows}
+
+    # ------------------------------------------------------------ scheduling
+
+    def _entry(self, row: tuple[int, int, int, str, int, bytes, int, float, int, int, int]) -> OutboxEntry:
+        origin, seq, n_items, kind, priority, envelope, age_base, stored_mono, attempts, local, published = row
+        return OutboxEntry(
+            origin,
+            seq,
+            n_items,
+            kind,
+            priority,
+            envelope,
+            self._age_now(age_base, stored_mono),
+            attempts,
+            bool(local),
+            bool(published),
+        )
+
+    _COLUMNS = "origin, seq, n_items, kind, priority, envelope, age_base, stored_mono, attempts, local, published"
+
+    async def due(self, limit: int = 32, *, unpublished_only: bool = False) -> list[OutboxEntry]:
+        """Outbox entries whose next attempt is due, highest priority first, oldest seq first."""
+        now = self.clock()
+        extra = " AND published = 0" if unpublished_only else ""
+        sql = f"SELECT {self._COLUMNS} FROM outbox WHERE next_attempt <= ?{extra} ORDER BY priority DESC, seq LIMIT ?"  # noqa: S608 - constant column list
+        rows = await self.db.read(lambda conn: conn.execute(sql, (now, limit)).fetchall())
+        return [self._entry(r) for r in rows]
+
+    async def pending(self, *, unpublished_only: bool = False, limit: int = 1000) -> list[OutboxEntry]:
+        """Everything in the outbox (regardless of retry timers), priority order: what an uplink flushes."""
+        extra = " WHERE published = 0" if unpublished_only else ""
+        sql = f"SELECT {self._COLUMNS} FROM outbox{extra} ORDER BY priority DESC, origin, seq LIMIT ?"  # noqa: S608 - constant column list
+        rows = await self.db.read(lambda conn: conn.execute(sql, (limit,)).fetchall())
+        return [self._entry(r) for r in rows]
+
+    async def get(self, origin: int, seq: int) -> OutboxEntry | None:
+        sql = f"SELECT {self._COLUMNS} FROM outbox WHERE origin = ? AND seq = ?"  # noqa: S608 - constant column list
+        row = await self.db.read(lambda conn: conn.execute(sql, (origin, seq)).fetchone())
+        return self._entry(row) if row else None
+
+    async def mark_attempt(self, keys: Iterable[tuple[int, int]], retry_after_s: Callable[[int], float]) -> None:
+        """Record a transmission of each entry; the next attempt waits `retry_after_s(attempts)`."""
+        now = self.clock()
+        keys = list(keys)
+
+        def op(conn: sqlite3.Connection) -> None:
+            for origin, seq in keys:
+                row = conn.execute("SELECT attempts FROM outbox WHERE origin = ? AND seq = ?", (origin, seq)).fetchone()
+                if row is None:
+                    continue
+                attempts = row[0] + 1
+                conn.execute(
+                    "UPDATE outbox SET attempts = ?, next_attempt = ? WHERE origin = ? AND seq = ?",
+                    (attempts, now + retry_after_s(attempts), origin, seq),
+                )
+
+        await self.db.write(op)
+
+    async def defer(self, key: tuple[int, int], seconds: float) -> None:
+        now = self.clock()
+        await self.db.write(
+            lambda conn: conn.execute(
+                "UPDATE outbox SET next_attempt = ? WHERE origin = ? AND seq = ?", (now + seconds, *key)
+            )
+        )
+
+    async def remove(self, keys: Iterable[tuple[int, int]]) -> int:
+        keys = list(keys)
+
+        def op(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes
+            conn.executemany("DELETE FROM outbox WHERE origin = ? AND seq = ?", keys)
+            return conn.total_changes - before
+
+        return await self.db.write(op)
+
+    async def expire(self) -> int:
+        """Drop entries older than their expiry; returns how many."""
+        now = self.clock()
+
+        def op(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes
+            conn.execute("DELETE FROM outbox WHERE age_base + MAX(0, ? - stored_mono) > expires_at_age", (now,))
+            dropped = conn.total_changes - before
+            if dropped:
+                self._bump(conn, "expired", dropped)
+            return dropped
+
+        return await self.db.write(op)
+
+    # ------------------------------------------------------------ custody
+
+    async def mark_delivered(self, ids: Iterable[tuple[int, int]], *, published: bool = False) -> int:
+        """Record report ids HQ has; drop outbox envelopes whose every report is delivered. Returns new ids.
+
+        `published=True` means this hub's own uplink got the PUBACK, so the mesh must be told (notified=0);
+        ids learnt from another hub's Delivered notice are recorded as already notified.
+        """
+        ids = list(ids)
+
+        def op(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO delivered (origin, seq, notified) VALUES (?, ?, ?)",
+                [(o, s, 0 if published else 1) for o, s in ids],
+            )
+            new = conn.total_changes - before
+            conn.executemany("INSERT OR IGNORE INTO seen (origin, seq) VALUES (?, ?)", ids)
+            touched = {(o, s) for o, s in ids}
+            for origin, seq in touched:
+                row = conn.execute(
+                    "SELECT seq, n_items FROM outbox WHERE origin = ? AND seq <= ? AND seq + n_items > ?",
+                    (origin, seq, seq),
+                ).fetchone()
+                if row is None:
+                    continue
+                start, n_items = row
+                done = conn.execute(
+                    "SELECT COUNT(*) FROM delivered WHERE origin = ? AND seq BETWEEN ? AND ?",
+                    (origin, start, start + n_items - 1),
+                ).fetchone()[0]
+                if done == n_items:
+                    conn.execute("DELETE FROM outbox WHERE origin = ? AND seq = ?", (origin, start))
+            if published:
+                self._bump(conn, "published", new)
+            return new
+
+        return await self.db.write(op)
+
+    async def mark_published(self, key: tuple[int, int]) -> None:
+        await self.db.write(
+            lambda conn: conn.execute("UPDATE outbox SET published = 1 WHERE origin = ? AND seq = ?", key)
+        )
+
+    async def take_unnotified(self, limit: int = 64) -> list[tuple[int, int]]:
+        """Delivered ids the mesh has not been told about yet; marks them notified."""
+
+        def op(conn: sqlite3.Connection) -> list[tuple[int, int]]:
+            rows = conn.execute(
+                "SELECT origin, seq FROM delivered WHERE notified = 0 ORDER BY origin, seq LIMIT ?", (limit,)
+            ).fetchall()
+            conn.executemany("UPDATE delivered SET notified = 1 WHERE origin = ? AND seq = ?", rows)
+            return [(int(o), int(s)) for o, s in rows]
+
+        return await self.db.write(op)
+
+    async def is_delivered(self, origin: int, seq: int) -> bool:
+        return await self.db.read(
+            lambda conn: (
+                conn.execute("SELECT 1 FROM delivered WHERE origin = ? AND seq = ?", (origin, seq)).fetchone()
+                is not None
+            )
+        )
+
+    # ------------------------------------------------------------ field inbound
+
+    async def inbound_to_notify(self) -> list[tuple[int, int, int, str]]:
+        """Field reports now delivered to HQ whose sender has not been told: (origin, seq, node, language)."""
+        return await self.db.read(
+            lambda conn: [
+                (int(a), int(b), int(c), str(d))
+                for a, b, c, d in conn.execute(
+                    "SELECT i.origin, i.seq, i.from_node, i.language FROM inbound i JOIN delivered d "
+                    "ON d.origin = i.origin AND d.seq = i.seq WHERE i.delivered_notified = 0"
+                ).fetchall()
+            ]
+        )
+
+    async def mark_inbound_notified(self, origin: int, seq: int) -> None:
+        await self.db.write(
+            lambda conn: conn.execute(
+                "UPDATE inbound SET delivered_notified = 1 WHERE origin = ? AND seq = ?", (origin, seq)
+            )
+        )
+
+    async def reports_today(self) -> int:
+        return await self.db.read(
+            lambda conn: int(
+                conn.execute("SELECT COUNT(*) FROM inbound WHERE received_day = ?", (_today(),)).fetchone()[0]
+            )
+        )
+
+    # ------------------------------------------------------------ status and counters
+
+    @staticmethod
+    def _bump(conn: sqlite3.Connection, name: str, by: int) -> None:
+        conn.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + ?",
+            (name, by, by),
+        )
+
+    async def bump(self, name: str, by: int = 1) -> None:
+        await self.db.write(lambda conn: self._bump(conn, name, by))
+
+    async def counters(self) -> dict[str, int]:
+        rows = await self.db.read(lambda conn: conn.execute("SELECT name, value FROM counters").fetchall())
+        return {str(n): int(v) for n, v in rows}
+
+    async def queue_depth(self) -> dict[int, int]:
+        rows = await self.db.read(
+            lambda conn: conn.execute("SELECT priority, SUM(n_items) FROM outbox GROUP BY priority").fetchall()
+        )
+        return {int(p): int(n) for p, n in rows}
+
+    async def oldest_age(self) -> int | None:
+        row = await self.db.read(
+            lambda conn: conn.execute(
+                "SELECT age_base, stored_mono FROM outbox ORDER BY age_base + (? - stored_mono) DESC LIMIT 1",
+                (self.clock(),),
+            ).fetchone()
+        )
+        return self._age_now(int(row[0]), float(row[1])) if row else None
+
+    async def prune_seen(self, window: int) -> int:
+        """Forget seen ids far below each origin's highest (the replay window rejects those anyway)."""
+
+        def op(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes
+            conn.execute(
+                "DELETE FROM seen WHERE seq < (SELECT MAX(s2.seq) FROM seen s2 WHERE s2.origin = seen.origin) - ?",
+                (window,),
+            )
+            conn.execute(
+                "DELETE FROM delivered WHERE notified = 1 AND seq < "
+                "(SELECT MAX(s2.seq) FROM seen s2 WHERE s2.origin = delivered.origin) - ?",
+                (window,),
+            )
+            return conn.total_changes - before
+
+        return await self.db.write(op)
+
+
+def _today() -> str:
+    # Only for "reports today" on the status line; a wrong clock merely mislabels the day.
+    return dt.datetime.now(dt.UTC).date().isoformat()

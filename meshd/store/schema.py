@@ -1,0 +1,59 @@
+"""Schema migrations, applied in one transaction each and recorded in `PRAGMA user_version`.
+
+Never edit a migration that has shipped: add the next one. Tests open databases written by every
+earlier version (tests/fixtures) and migrate them.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: initial schema
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    -- Envelopes waiting to travel toward an uplink. One row per envelope; a batch covers seq..seq+n_items-1.
+    CREATE TABLE outbox (
+        origin INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        n_items INTEGER NOT NULL DEFAULT 1,
+        kind TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        envelope BLOB NOT NULL,
+        age_base INTEGER NOT NULL,      -- age in seconds when stored, plus dwell accounted so far
+        stored_mono REAL NOT NULL,      -- monotonic clock of `session` when age_base was last settled
+        session TEXT NOT NULL,
+        local INTEGER NOT NULL DEFAULT 0,  -- originated at this hub (not relayed)
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt REAL NOT NULL DEFAULT 0,  -- monotonic time of `session`
+        expires_at_age INTEGER NOT NULL,        -- drop when the envelope is older than this
+        published INTEGER NOT NULL DEFAULT 0,   -- handed to this hub's uplink with a PUBACK
+        PRIMARY KEY (origin, seq)
+    );
+    CREATE INDEX outbox_order ON outbox (priority DESC, seq);
+    -- Every report id ever accepted (dedup across restarts); pruned below the replay window.
+    CREATE TABLE seen (origin INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (origin, seq)) WITHOUT ROWID;
+    -- Report ids known to have reached HQ (custody), and whether we have told the mesh.
+    CREATE TABLE delivered (
+        origin INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        notified INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (origin, seq)
+    ) WITHOUT ROWID;
+    -- Reports from field teams (never the clear text of a sealed report).
+    CREATE TABLE inbound (
+        origin INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        from_node INTEGER NOT NULL,
+        language TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        verified INTEGER NOT NULL,
+        received_day TEXT NOT NULL,
+        delivered_notified INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (origin, seq)
+    );
+    -- Next sequence number per origin this hub signs for; allocated in the same transaction as the outbox row.
+    CREATE TABLE seq_counter (origin INTEGER PRIMARY KEY, next_seq INTEGER NOT NULL);
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)

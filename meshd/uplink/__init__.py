@@ -1,0 +1,1 @@
+"""meshd.uplink layer (see DESIGN.md section 3)."""

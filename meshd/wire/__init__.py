@@ -1,0 +1,1 @@
+"""meshd.wire layer (see DESIGN.md section 3)."""
