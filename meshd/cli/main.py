@@ -21,6 +21,8 @@ COMMAND_MODULES = (
     "meshd.cli.wirecmd",
     "meshd.cli.airtime",
     "meshd.cli.sim",
+    "meshd.cli.run",
+    "meshd.cli.hq",
 )
 
 EXIT_OK = 0

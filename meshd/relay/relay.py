@@ -99,7 +99,7 @@ class Relay:
         self.rng = rng or random.Random()
         self.preset = airtime.preset(radio_config.preset)
         self.budget = AirtimeBudget.from_duty_cycle(relay_config.duty_cycle_pct, relay_config.alert_reserve_pct)
-        self.routes = RouteTable(stale_after_s=3.5 * self.timing.beacon_interval_s)
+        self.routes = RouteTable(camp_id, stale_after_s=3.5 * self.timing.beacon_interval_s)
         self.counters: Counter[str] = Counter()
         self.airtime_used_s = 0.0
         self._wake = asyncio.Event()
@@ -110,6 +110,7 @@ class Relay:
         self._last_beacon = -math.inf
         self._advertised_hops: int | None = None
         self._beacon_wanted = asyncio.Event()
+        self._answer_beacon = False
         self._unknown_tokens = float(relay_config.unknown_origin_per_hour)
         self._unknown_refill_at = clock.now()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -242,9 +243,12 @@ class Relay:
         priority = priority_of(env) if known else Prio.UNKNOWN_ORIGIN
         n_items = len(reports)
         held = await self.store.get(env.origin, env.seq)
-        if held is not None:
-            result = AcceptResult.DUPLICATE
-            self.counters["duplicates"] += 1
+        if held is not None and held.handed_to == packet.from_node and held.handed_to != 0:
+            await self.store.take_back(held.key)  # bounced back: the next hop no longer holds it
+            self.counters["taken_back"] += 1
+            self._wake.set()
+        elif held is not None:
+            self.counters["duplicates"] += 1  # a retransmission (our custody notice was lost)
         else:
             result = await self.store.accept(
                 env,
@@ -259,7 +263,7 @@ class Relay:
                 self._highest[env.origin] = max(highest, env.seq + n_items - 1)
                 self._received_from[(env.origin, env.seq)] = packet.from_node
                 self._wake.set()
-            elif result == AcceptResult.DUPLICATE:
+            else:
                 self.counters["duplicates"] += 1
         if packet.to_node != BROADCAST:
             # custody: we hold it durably now (or HQ does): the sender may drop its copy
@@ -286,8 +290,8 @@ class Relay:
             by_key[(origin, seq)].add(seq)
         removed = 0
         for entry in await self._entries_covering(ids):
-            if all(key in by_key for key in entry.report_keys()):
-                removed += await self.store.remove([entry.key])
+            if entry.handed_to == 0 and all(key in by_key for key in entry.report_keys()):
+                removed += await self.store.hand_over([entry.key], packet.from_node)
                 self._received_from.pop(entry.key, None)
         self.counters["custody_handed_over"] += removed
         self.routes.heard_from(packet.from_node, self.clock.now())
@@ -304,19 +308,35 @@ class Relay:
 
     async def _on_delivered(self, env: Envelope) -> None:
         ids = bodies.decode_delivered_ids(env.body)
-        new = await self.store.mark_delivered(ids, published=False)
+        # Pass the news outward (away from the uplinks) so origin hubs far away learn it too; a hub with no
+        # neighbour farther from the uplink than itself is at the edge and stays quiet.
+        new = await self.store.mark_delivered(ids, published=False, notify=self._has_outer_neighbours())
         self.counters["delivered_learnt"] += new
         if new and self.on_delivered is not None:
             self.on_delivered()
+
+    def _has_outer_neighbours(self) -> bool:
+        now = self.clock.now()
+        mine = self.routes.my_hops(uplink_up=self.uplink_up(), now=now) or 99
+        return any(
+            n.uplink_hops == 0 or n.uplink_hops > mine
+            for n in self.routes.neighbours.values()
+            if now - n.heard_at <= self.routes.stale_after_s
+        )
 
     def _on_beacon(self, env: Envelope, packet: ReceivedPacket) -> None:
         if packet.hops_away != 0 or env.origin == self.camp_id:
             return
         status = bodies.decode_status(env.body)
+        now = self.clock.now()
+        theirs = int(status.get("uplink_hops", 0))
         changed = self.routes.heard_beacon(
-            packet.from_node, env.origin, int(status.get("uplink_hops", 0)), self.clock.now(), packet.rx_snr
+            packet.from_node, env.origin, theirs, now, packet.rx_snr, int(status.get("via", 0))
         )
-        if changed:
+        mine = self.routes.my_hops(uplink_up=self.uplink_up(), now=now)
+        if mine and (theirs == 0 or theirs > mine + 1):
+            self._answer_beacon = True  # the neighbour could do better through us: tell it soon
+        if changed or self._answer_beacon:
             self._beacon_wanted.set()
             self._wake.set()
 
@@ -379,16 +399,19 @@ class Relay:
             count = max(1, count * MAX_ENVELOPE_LEN // len(raw) - 1)
 
     async def _notice_loop(self) -> None:
+        # Notices are unacknowledged broadcasts, so each id goes out in two successive rounds: a notice lost
+        # on one link (20 % is common) is then missed only with probability loss squared.
+        previous: list[tuple[int, int]] = []
         while True:
             await self.clock.sleep(self.timing.notice_interval_s)
-            ids = await self.store.take_unnotified(limit=500)
-            if ids and self.on_delivered is not None:
+            fresh = await self.store.take_unnotified(limit=400)
+            if fresh and self.on_delivered is not None:
                 self.on_delivered()
+            ids = sorted(set(fresh) | set(previous))
+            previous = fresh
             while ids:
                 chunk, ids = self._fit_ids(Kind.DELIVERED, ids)
-                await self._transmit(
-                    chunk, to=BROADCAST, hop_limit=self.radio_config.hop_limit, alert=False, wait_budget=True
-                )
+                await self._transmit(chunk, to=BROADCAST, hop_limit=0, alert=False, wait_budget=True)
                 self.counters["delivered_notices_sent"] += 1
 
     # ------------------------------------------------------------------ beacons
@@ -399,7 +422,8 @@ class Relay:
             hops = self.routes.my_hops(uplink_up=self.uplink_up(), now=self.clock.now())
             now = self.clock.now()
             periodic_due = now - self._last_beacon >= self.timing.beacon_interval_s
-            wanted = hops != self._advertised_hops or periodic_due
+            lost = hops == 0 and now - self._last_beacon >= 3 * self.timing.beacon_min_gap_s
+            wanted = hops != self._advertised_hops or periodic_due or self._answer_beacon or lost
             if (
                 wanted
                 and self.radio.state is LinkState.READY
@@ -411,10 +435,15 @@ class Relay:
                 await asyncio.wait_for(self._beacon_wanted.wait(), self.clock.real(self.timing.beacon_min_gap_s))
 
     async def _send_beacon(self, hops: int) -> None:
-        body = bodies.encode_status({"uplink_hops": hops, "uplink_up": self.uplink_up()})
+        now = self.clock.now()
+        hop = None if self.uplink_up() else self.routes.next_hop(now)
+        body = bodies.encode_status(
+            {"uplink_hops": hops, "uplink_up": self.uplink_up(), "via": hop.camp if hop is not None else 0}
+        )
         env = sign(Envelope(self.camp_id, CONTROL_SEQ, Kind.STATUS, body), self.keys.sign)
         sent = await self._transmit(env.to_bytes(), to=BROADCAST, hop_limit=0, alert=False, wait_budget=False)
         if sent:
+            self._answer_beacon = False
             self._advertised_hops = hops
             self._last_beacon = self.clock.now()
             self.counters["beacons_sent"] += 1
@@ -441,11 +470,17 @@ class Relay:
         now = self.clock.now()
         entries = await self.store.due(limit=64)
         if not entries:
-            return 60.0
+            return 10.0  # also notices reports queued by `meshd send` from another process
         next_look = 1.0
         batchable = {k.value for k in BATCHABLE}
+        handled: set[tuple[int, int]] = set()
         for candidate in entries:
-            entry = candidate
+            if candidate.key in handled:
+                continue
+            fresh = await self.store.get(*candidate.key)  # custody or a batch may have taken it meanwhile
+            if fresh is None:
+                continue
+            entry = fresh
             exclude = frozenset({self._received_from[entry.key]} if entry.key in self._received_from else ())
             hop = self.routes.next_hop(now, exclude=exclude) or self.routes.next_hop(now)
             if hop is None:
@@ -456,6 +491,7 @@ class Relay:
                     next_look = min(next_look, self.timing.batch_wait_s - entry.age_s)
                     continue
                 entry = await self._maybe_batch(entry, entries)
+                handled.update(entry.report_keys())
             raw = replace(Envelope.from_bytes(entry.envelope), age_s=entry.age_s).to_bytes()
             cost = airtime.payload_airtime_s(len(raw), self.preset, self.radio_config.portnum)
             if not self.budget.can_send(cost, self.clock.now(), alert=alert):

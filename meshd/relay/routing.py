@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 UNREACHABLE = 16  # like RIP: a bound that ends count-to-infinity loops
+MAX_FAILURES = 6  # unanswered handovers in a row before a neighbour is treated as gone (20 % loss is normal)
 
 
 @dataclass(slots=True)
@@ -19,20 +20,22 @@ class Neighbour:
     camp: int
     uplink_hops: int  # 0 = no route
     heard_at: float
+    via: int = 0  # camp the neighbour routes through: if that is us, it cannot be our next hop
     snr: float = 0.0
     failures: int = 0
 
 
 class RouteTable:
-    def __init__(self, *, stale_after_s: float = 3 * 3600.0) -> None:
+    def __init__(self, my_camp: int = 0, *, stale_after_s: float = 3 * 3600.0) -> None:
+        self.my_camp = my_camp
         self.neighbours: dict[int, Neighbour] = {}
         self.stale_after_s = stale_after_s
 
-    def heard_beacon(self, node: int, camp: int, uplink_hops: int, now: float, snr: float = 0.0) -> bool:
+    def heard_beacon(self, node: int, camp: int, uplink_hops: int, now: float, snr: float = 0.0, via: int = 0) -> bool:
         """Record a neighbour's beacon; returns True if our own distance may have changed."""
         old = self.neighbours.get(node)
-        self.neighbours[node] = Neighbour(node, camp, uplink_hops, now, snr, 0)
-        return old is None or old.uplink_hops != uplink_hops
+        self.neighbours[node] = Neighbour(node, camp, uplink_hops, now, via=via, snr=snr)
+        return old is None or old.uplink_hops != uplink_hops or old.via != via
 
     def heard_from(self, node: int, now: float) -> None:
         neighbour = self.neighbours.get(node)
@@ -49,7 +52,10 @@ class RouteTable:
         return [
             n
             for n in self.neighbours.values()
-            if n.uplink_hops and now - n.heard_at <= self.stale_after_s and n.failures < 3
+            if n.uplink_hops
+            and now - n.heard_at <= self.stale_after_s
+            and n.failures < MAX_FAILURES
+            and (n.via != self.my_camp or not self.my_camp)
         ]
 
     def my_hops(self, *, uplink_up: bool, now: float) -> int:

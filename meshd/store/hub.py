@@ -35,6 +35,7 @@ class OutboxEntry:
     attempts: int
     local: bool
     published: bool
+    handed_to: int = 0
 
     @property
     def key(self) -> tuple[int, int]:
@@ -246,8 +247,8 @@ class HubStore:
 
     # ------------------------------------------------------------ scheduling
 
-    def _entry(self, row: tuple[int, int, int, str, int, bytes, int, float, int, int, int]) -> OutboxEntry:
-        origin, seq, n_items, kind, priority, envelope, age_base, stored_mono, attempts, local, published = row
+    def _entry(self, row: tuple[int, int, int, str, int, bytes, int, float, int, int, int, int]) -> OutboxEntry:
+        origin, seq, n_items, kind, priority, envelope, age_base, stored_mono, attempts, local, published, handed = row
         return OutboxEntry(
             origin,
             seq,
@@ -259,22 +260,27 @@ class HubStore:
             attempts,
             bool(local),
             bool(published),
+            handed,
         )
 
-    _COLUMNS = "origin, seq, n_items, kind, priority, envelope, age_base, stored_mono, attempts, local, published"
+    _COLUMNS = (
+        "origin, seq, n_items, kind, priority, envelope, age_base, stored_mono, attempts, local, published, handed_to"
+    )
 
     async def due(self, limit: int = 32, *, unpublished_only: bool = False) -> list[OutboxEntry]:
         """Outbox entries whose next attempt is due, highest priority first, oldest seq first."""
         now = self.clock()
         extra = " AND published = 0" if unpublished_only else ""
-        sql = f"SELECT {self._COLUMNS} FROM outbox WHERE next_attempt <= ?{extra} ORDER BY priority DESC, seq LIMIT ?"  # noqa: S608 - constant column list
+        sql = f"SELECT {self._COLUMNS} FROM outbox WHERE handed_to = 0 AND next_attempt <= ?{extra} ORDER BY priority DESC, seq LIMIT ?"  # noqa: S608 - constant column list
         rows = await self.db.read(lambda conn: conn.execute(sql, (now, limit)).fetchall())
         return [self._entry(r) for r in rows]
 
     async def pending(self, *, unpublished_only: bool = False, limit: int = 1000) -> list[OutboxEntry]:
         """Everything in the outbox (regardless of retry timers), priority order: what an uplink flushes."""
-        extra = " WHERE published = 0" if unpublished_only else ""
-        sql = f"SELECT {self._COLUMNS} FROM outbox{extra} ORDER BY priority DESC, origin, seq LIMIT ?"  # noqa: S608 - constant column list
+        extra = " AND published = 0" if unpublished_only else ""
+        sql = (
+            f"SELECT {self._COLUMNS} FROM outbox WHERE handed_to = 0{extra} ORDER BY priority DESC, origin, seq LIMIT ?"  # noqa: S608 - constant column list
+        )
         rows = await self.db.read(lambda conn: conn.execute(sql, (limit,)).fetchall())
         return [self._entry(r) for r in rows]
 
@@ -309,6 +315,28 @@ class HubStore:
             )
         )
 
+    async def hand_over(self, keys: Iterable[tuple[int, int]], node: int) -> int:
+        """Another hub took custody: stop carrying these, but remember them to recognise retransmissions."""
+        keys = list(keys)
+
+        def op(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes
+            conn.executemany(
+                "UPDATE outbox SET handed_to = ? WHERE origin = ? AND seq = ? AND handed_to = 0",
+                [(node, o, s) for o, s in keys],
+            )
+            return conn.total_changes - before
+
+        return await self.db.write(op)
+
+    async def take_back(self, key: tuple[int, int]) -> None:
+        """The hub we handed it to gave it back (its routes changed): carry it again."""
+        await self.db.write(
+            lambda conn: conn.execute(
+                "UPDATE outbox SET handed_to = 0, attempts = 0, next_attempt = 0 WHERE origin = ? AND seq = ?", key
+            )
+        )
+
     async def remove(self, keys: Iterable[tuple[int, int]]) -> int:
         keys = list(keys)
 
@@ -335,19 +363,22 @@ class HubStore:
 
     # ------------------------------------------------------------ custody
 
-    async def mark_delivered(self, ids: Iterable[tuple[int, int]], *, published: bool = False) -> int:
+    async def mark_delivered(
+        self, ids: Iterable[tuple[int, int]], *, published: bool = False, notify: bool | None = None
+    ) -> int:
         """Record report ids HQ has; drop outbox envelopes whose every report is delivered. Returns new ids.
 
-        `published=True` means this hub's own uplink got the PUBACK, so the mesh must be told (notified=0);
-        ids learnt from another hub's Delivered notice are recorded as already notified.
+        `published=True` means this hub's own uplink got the PUBACK. `notify` says whether this hub should
+        pass the news on in its next Delivered notice (default: only what it published itself).
         """
+        tell = published if notify is None else notify
         ids = list(ids)
 
         def op(conn: sqlite3.Connection) -> int:
             before = conn.total_changes
             conn.executemany(
                 "INSERT OR IGNORE INTO delivered (origin, seq, notified) VALUES (?, ?, ?)",
-                [(o, s, 0 if published else 1) for o, s in ids],
+                [(o, s, 0 if tell else 1) for o, s in ids],
             )
             new = conn.total_changes - before
             conn.executemany("INSERT OR IGNORE INTO seen (origin, seq) VALUES (?, ?)", ids)
@@ -443,14 +474,16 @@ class HubStore:
 
     async def queue_depth(self) -> dict[int, int]:
         rows = await self.db.read(
-            lambda conn: conn.execute("SELECT priority, SUM(n_items) FROM outbox GROUP BY priority").fetchall()
+            lambda conn: conn.execute(
+                "SELECT priority, SUM(n_items) FROM outbox WHERE handed_to = 0 GROUP BY priority"
+            ).fetchall()
         )
         return {int(p): int(n) for p, n in rows}
 
     async def oldest_age(self) -> int | None:
         row = await self.db.read(
             lambda conn: conn.execute(
-                "SELECT age_base, stored_mono FROM outbox ORDER BY age_base + (? - stored_mono) DESC LIMIT 1",
+                "SELECT age_base, stored_mono FROM outbox WHERE handed_to = 0 ORDER BY age_base + (? - stored_mono) DESC LIMIT 1",
                 (self.clock(),),
             ).fetchone()
         )

@@ -26,9 +26,10 @@ MIGRATIONS: tuple[str, ...] = (
         next_attempt REAL NOT NULL DEFAULT 0,  -- monotonic time of `session`
         expires_at_age INTEGER NOT NULL,        -- drop when the envelope is older than this
         published INTEGER NOT NULL DEFAULT 0,   -- handed to this hub's uplink with a PUBACK
+        handed_to INTEGER NOT NULL DEFAULT 0,   -- node that took custody (kept to recognise retransmissions)
         PRIMARY KEY (origin, seq)
     );
-    CREATE INDEX outbox_order ON outbox (priority DESC, seq);
+    CREATE INDEX outbox_order ON outbox (handed_to, priority DESC, seq);
     -- Every report id ever accepted (dedup across restarts); pruned below the replay window.
     CREATE TABLE seen (origin INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (origin, seq)) WITHOUT ROWID;
     -- Report ids known to have reached HQ (custody), and whether we have told the mesh.

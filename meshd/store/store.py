@@ -82,9 +82,8 @@ def migrate(conn: sqlite3.Connection) -> int:
         script = MIGRATIONS[version]
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in split_statements(script):
+                conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {version + 1}")
             conn.execute("COMMIT")
         except BaseException:
@@ -93,6 +92,22 @@ def migrate(conn: sqlite3.Connection) -> int:
         version += 1
         log.info("store migrated to schema version %d", version)
     return version
+
+
+def split_statements(script: str) -> list[str]:
+    """Split a migration script into statements (comments may contain semicolons)."""
+    statements: list[str] = []
+    current = ""
+    for line in script.splitlines(keepends=True):
+        if line.strip().startswith("--"):
+            continue
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    if current.strip():
+        statements.append(current.strip())
+    return statements
 
 
 class Database:

@@ -335,7 +335,7 @@ def decode_broadcast(data: bytes, origin: int = 0) -> JsonDict:
 # ---------------------------------------------------------------- status
 
 _STATUS_INTS = (
-    "queue_depth", "uptime_s", "oldest_undelivered_age_s", "airtime_used_ms", "reports_today", "uplink_hops",
+    "queue_depth", "uptime_s", "oldest_undelivered_age_s", "airtime_used_ms", "reports_today", "uplink_hops", "via",
 )
 
 

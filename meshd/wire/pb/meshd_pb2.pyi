@@ -251,7 +251,7 @@ class Delivered(_message.Message):
     def __init__(self, runs: _Optional[_Iterable[_Union[DeliveredRun, _Mapping]]] = ...) -> None: ...
 
 class Status(_message.Message):
-    __slots__ = ("queue_depth", "uplink_up", "battery_pct", "uptime_s", "oldest_undelivered_age_s", "airtime_used_ms", "reports_today", "uplink_hops")
+    __slots__ = ("queue_depth", "uplink_up", "battery_pct", "uptime_s", "oldest_undelivered_age_s", "airtime_used_ms", "reports_today", "uplink_hops", "via")
     QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
     UPLINK_UP_FIELD_NUMBER: _ClassVar[int]
     BATTERY_PCT_FIELD_NUMBER: _ClassVar[int]
@@ -260,6 +260,7 @@ class Status(_message.Message):
     AIRTIME_USED_MS_FIELD_NUMBER: _ClassVar[int]
     REPORTS_TODAY_FIELD_NUMBER: _ClassVar[int]
     UPLINK_HOPS_FIELD_NUMBER: _ClassVar[int]
+    VIA_FIELD_NUMBER: _ClassVar[int]
     queue_depth: int
     uplink_up: bool
     battery_pct: int
@@ -268,4 +269,5 @@ class Status(_message.Message):
     airtime_used_ms: int
     reports_today: int
     uplink_hops: int
-    def __init__(self, queue_depth: _Optional[int] = ..., uplink_up: _Optional[bool] = ..., battery_pct: _Optional[int] = ..., uptime_s: _Optional[int] = ..., oldest_undelivered_age_s: _Optional[int] = ..., airtime_used_ms: _Optional[int] = ..., reports_today: _Optional[int] = ..., uplink_hops: _Optional[int] = ...) -> None: ...
+    via: int
+    def __init__(self, queue_depth: _Optional[int] = ..., uplink_up: _Optional[bool] = ..., battery_pct: _Optional[int] = ..., uptime_s: _Optional[int] = ..., oldest_undelivered_age_s: _Optional[int] = ..., airtime_used_ms: _Optional[int] = ..., reports_today: _Optional[int] = ..., uplink_hops: _Optional[int] = ..., via: _Optional[int] = ...) -> None: ...
