@@ -358,8 +358,9 @@ def encode_status(body: Mapping[str, Any], origin: int = 0) -> bytes:
 def decode_status(data: bytes, origin: int = 0) -> JsonDict:
     msg = pb.Status()
     _parse(msg, data, "status")
-    out: JsonDict = {name: getattr(msg, name) for name in _STATUS_INTS}
-    out["uplink_up"] = msg.uplink_up
+    out: JsonDict = {name: getattr(msg, name) for name in _STATUS_INTS if msg.HasField(name)}
+    if msg.HasField("uplink_up"):
+        out["uplink_up"] = msg.uplink_up
     if msg.HasField("battery_pct"):
         out["battery_pct"] = msg.battery_pct
     return out

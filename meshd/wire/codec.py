@@ -54,6 +54,8 @@ def parse_kind(text: str) -> Kind:
 
 def encode_body(kind: Kind, body: Mapping[str, Any], origin: int, *, seal_to: X25519PublicKey | None = None) -> bytes:
     """Body bytes for `kind` from its JSON form. Sealed bodies need the HQ protection key."""
+    if isinstance(origin, bool) or not isinstance(origin, int) or not 0 <= origin <= 0xFFFFFFFF:
+        raise EncodeError(f"origin must be an integer 0..4294967295, got {origin!r}")
     if kind is Kind.SEALED:
         if seal_to is None:
             raise EncodeError("a sealed report needs the HQ protection public key to seal to")
@@ -109,7 +111,7 @@ def make_batch_body(entries: Sequence[BatchEntry]) -> bytes:
     for entry in entries:
         if entry.kind not in BATCHABLE:
             raise EncodeError(f"{entry.kind.value} cannot go in a batch")
-        item = msg.items.add(extra_age_s=max(entry.extra_age_s, 0))
+        item = msg.items.add(extra_age_s=min(max(entry.extra_age_s, 0), 0xFFFFFFFF))
         setattr(item, entry.kind.value, entry.body)
     return msg.SerializeToString(deterministic=True)
 

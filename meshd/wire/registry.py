@@ -107,7 +107,7 @@ class Registry:
     def from_json_bytes(cls, data: bytes) -> Registry:
         try:
             obj = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise RegistryError(f"registry is not valid JSON: {exc}") from None
         if not isinstance(obj, dict):
             raise RegistryError("registry must be a JSON object")

@@ -25,7 +25,7 @@ KEY_LEN = 32
 TAG_LEN = 16
 PAD_BLOCK = 16
 PAD_MARKER = 0x80
-MAX_SEALED_TEXT_BYTES = 120
+MAX_SEALED_TEXT_BYTES = 82  # with reporter and camp, padded and sealed, still one 231-byte frame
 _INFO = b"meshd v1 sealed"
 
 SEALED_KINDS = {"protection": pb.SEALED_KIND_PROTECTION, "child_tracing": pb.SEALED_KIND_CHILD_TRACING}
@@ -53,6 +53,8 @@ def _unpad(data: bytes) -> bytes:
 
 
 def _aad(origin: int) -> bytes:
+    if not 0 <= origin <= 0xFFFFFFFF:
+        raise EncodeError(f"origin must be 0..4294967295, got {origin}")
     return origin.to_bytes(4, "big")
 
 

@@ -26,7 +26,7 @@ NOTE_MAX_BYTES: Final = 40  # needs `note`: free text travels in clear inside a 
 ALERT_TEXT_MAX_BYTES: Final = 60  # alert `text`: short on purpose, so there is no room for names
 # Sealed text must fit one frame after sealing (≈130 bytes of envelope + seal overhead in a 219-byte PKI
 # direct message); it is refused, never cut, because a protection report must not lose details silently.
-SEALED_TEXT_MAX_BYTES: Final = 90
+SEALED_TEXT_MAX_BYTES: Final = 82  # sealed with reporter and camp, still one 231-byte frame
 
 
 # --- what the parser returns -----------------------------------------------------------------------
