@@ -10,18 +10,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from meshd import keys as keyfiles
 from meshd.clock import REAL_TIME, Clock
 from meshd.config import HubConfig
+from meshd.daemon.sdnotify import SdNotifier
 from meshd.errors import ConfigError, KeyFileError, RegistryError
 from meshd.radio.api import Radio, ReceivedPacket
 from meshd.relay.relay import Relay, RelayTiming
 from meshd.store.hub import HubStore
-from meshd.wire.envelope import Envelope
 from meshd.wire.registry import Registry, unb64
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,8 @@ class Hub:
         self.store: HubStore | None = None
         self.uplink: Any = None
         self.text_handler: Callable[[ReceivedPacket], Awaitable[None]] | None = None
+        # Long-lived extras (status socket, metrics, field desk) started inside the hub's TaskGroup.
+        self.extra_tasks: list[Callable[[Hub], Coroutine[Any, Any, None]]] = []
 
     async def run(self) -> None:
         """Run until cancelled."""
@@ -126,11 +128,31 @@ class Hub:
                         status=self.status_summary,
                     )
                 )
+            notifier = SdNotifier.from_env()
+            stack.callback(notifier.close)
+            stack.callback(notifier.stopping)  # runs first on the way out: systemd shows "deactivating"
+            # READY only now: the store is open and the radio session is up or retrying in its own task.
             self.state.ready = True
+            notifier.ready()
             if self.on_ready is not None:
                 self.on_ready(self)
             log.info("hub %d running", self.config.hub.camp_id)
-            await relay.run()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(relay.run(), name="relay")
+                for extra in self.extra_tasks:
+                    group.create_task(extra(self), name=getattr(extra, "__name__", "extra"))
+                if notifier.enabled:
+                    group.create_task(notifier.run_watchdog(), name="watchdog")
+                    group.create_task(self._status_line(notifier), name="status-line")
+
+    async def _status_line(self, notifier: SdNotifier) -> None:
+        while True:
+            summary = self.status_summary()
+            notifier.status(
+                f"radio {summary['radio']}, uplink {'up' if summary['uplink_up'] else 'down'}, "
+                f"airtime {summary['airtime_used_s']:.0f}/{summary['airtime_budget_s']:.0f} s this hour"
+            )
+            await asyncio.sleep(30)
 
     def _uplink_up(self) -> bool:
         return bool(self.uplink is not None and self.uplink.connected)
@@ -149,7 +171,3 @@ class Hub:
             "airtime_used_s": round(relay.budget.used(self.clock.now()), 1) if relay else 0.0,
             "airtime_budget_s": round(relay.budget.budget_s_per_hour, 1) if relay else 0.0,
         }
-
-    async def deliver_broadcast_locally(self, env: Envelope) -> None:  # pragma: no cover - issue 6 hook
-        del env
-        await asyncio.sleep(0)

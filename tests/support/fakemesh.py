@@ -13,12 +13,14 @@ from meshd.radio.api import BROADCAST, LinkState, LinkStateChanged, Priority, Ra
 
 
 class FakeMesh:
-    def __init__(self, seed: int = 1, delay_s: float = 0.001) -> None:
+    def __init__(self, seed: int = 1, delay_s: float = 0.001, clock: object = None) -> None:
+        self.clock = clock
         self.radios: dict[int, FakeRadio] = {}
         self.loss: dict[tuple[int, int], float] = {}
         self.rng = random.Random(seed)
         self.delay_s = delay_s
         self.on_air: list[tuple[int, int, bytes]] = []
+        self.on_air_at: list[float] = []  # scenario time of each frame (when a clock is given)
         self.sent_by: Counter[int] = Counter()
 
     def radio(self, node: int) -> FakeRadio:
@@ -32,6 +34,8 @@ class FakeMesh:
 
     def transmit(self, sender: int, to: int, payload: bytes, portnum: int, hop_limit: int) -> None:
         self.on_air.append((sender, to, payload))
+        now = getattr(self.clock, "now", None)
+        self.on_air_at.append(now() if callable(now) else 0.0)
         self.sent_by[sender] += 1
         for (a, b), loss in self.loss.items():
             if a != sender:
