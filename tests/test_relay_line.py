@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 
 import pytest
@@ -13,8 +14,8 @@ from tests.support.fakemesh import FakeMesh
 from tests.support.hubs import FakeUplink, make_hub, provision, running
 
 
-async def wait_for(predicate, timeout: float, step: float = 0.02) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_for(predicate, limit_s: float, step: float = 0.02) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + limit_s
     while True:
         value = predicate()
         if asyncio.iscoroutine(value):
@@ -35,7 +36,7 @@ async def test_line_of_five_delivers_each_report_exactly_once(tmp_path, loss):
     camps = [101, 102, 103, 104, 105]
     p = provision(tmp_path, camps)
     mesh = FakeMesh(seed=7)
-    for a, b in zip(camps, camps[1:], strict=False):
+    for a, b in itertools.pairwise(camps):
         mesh.link(a, b, loss)
     clock = Clock(speedup=50)
     hubs = [make_hub(p, c, mesh.radio(c), clock, duty_cycle_pct=100.0) for c in camps]
@@ -49,7 +50,7 @@ async def test_line_of_five_delivers_each_report_exactly_once(tmp_path, loss):
             for i in range(200):
                 env = await hubs[0].relay.originate(Kind.NEEDS, needs(i))  # type: ignore[union-attr]
                 sent.append(env.id)
-            await wait_for(lambda: len(received) >= 200, timeout=90)
+            await wait_for(lambda: len(received) >= 200, limit_s=90)
             assert set(received) == set(sent)
             assert all(count == 1 for count in received.values()), received.most_common(3)
 
@@ -60,7 +61,7 @@ async def test_line_of_five_delivers_each_report_exactly_once(tmp_path, loss):
                         return False
                 return True
 
-            await wait_for(outboxes_empty, timeout=30)
+            await wait_for(outboxes_empty, limit_s=30)
             # the origin learnt of delivery through the Delivered notice
             origin_store = hubs[0].store
             assert origin_store is not None
@@ -71,7 +72,7 @@ async def test_line_of_five_delivers_each_report_exactly_once(tmp_path, loss):
                 # most, not necessarily all, reach the origin (its handed-over copies then expire).
                 return sum(known) >= (len(sent) if loss == 0 else 0.6 * len(sent))
 
-            await wait_for(origin_knows, timeout=30)
+            await wait_for(origin_knows, limit_s=30)
         finally:
             up_task.cancel()
     if loss:

@@ -42,13 +42,13 @@ async def test_alerts_overtake_needs_and_airtime_stays_within_budget(tmp_path):
             for i in range(60):
                 await a.relay.originate(Kind.NEEDS, needs(i))
             # wait until the budget is what holds the needs back
-            await wait_for(lambda: a.relay.counters["budget_waits"] > 0, timeout=30)  # type: ignore[union-attr]
+            await wait_for(lambda: a.relay.counters["budget_waits"] > 0, limit_s=30)  # type: ignore[union-attr]
             frames_before = len(mesh.on_air)
             alert_ids = []
             for _ in range(3):
                 env = await a.relay.originate(Kind.ALERT, {"type": "fire", "urgency": "immediate"})
                 alert_ids.append(env.id)
-            await wait_for(lambda: all(i in received for i in alert_ids), timeout=30)
+            await wait_for(lambda: all(i in received for i in alert_ids), limit_s=30)
             needs_ids_delivered = [i for i in received if i not in alert_ids]
             assert len(needs_ids_delivered) < 60, "the alerts had to overtake queued needs reports"
             later_data = [
@@ -56,7 +56,8 @@ async def test_alerts_overtake_needs_and_airtime_stays_within_budget(tmp_path):
                 for sender, _to, payload in mesh.on_air[frames_before:]
                 if sender == 201 and kinds_of(payload) & {Kind.NEEDS, Kind.ALERT}
             ]
-            assert later_data and Kind.ALERT in later_data[0], "the first report frame after the alerts is an alert"
+            assert later_data
+            assert Kind.ALERT in later_data[0], "the first report frame after the alerts is an alert"
         finally:
             up.cancel()
     # the airtime this hub put on the air in any hour never exceeds its budget
@@ -100,7 +101,7 @@ async def test_forged_tampered_replayed_and_unknown_envelopes(tmp_path):
         frames += [u.to_bytes() for u in unknown]
         for i, payload in enumerate(frames):
             radio.deliver(packet(payload, i + 1))
-        await wait_for(lambda: sum(relay.counters.values()) >= 9, timeout=10)
+        await wait_for(lambda: sum(relay.counters.values()) >= 9, limit_s=10)
         await asyncio.sleep(0.1)
         c = relay.counters
         assert c["accepted"] == 3  # the good one + 2 unknown-origin ones within the rate limit
