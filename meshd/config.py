@@ -50,6 +50,7 @@ class RelaySection:
     retry_max_s: float = 1800.0
     expiry_h: float = 72.0
     unknown_origin_per_hour: int = 20  # forwarding rate limit for envelopes from camps not in the registry
+    neighbour_radio_hops: int = 1  # hubs this many radio hops away (via relay radios) count as neighbours
 
 
 @dataclass(frozen=True, slots=True)

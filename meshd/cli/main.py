@@ -22,7 +22,10 @@ COMMAND_MODULES = (
     "meshd.cli.airtime",
     "meshd.cli.sim",
     "meshd.cli.run",
+    "meshd.cli.status",
     "meshd.cli.hq",
+    "meshd.cli.roster",
+    "meshd.cli.parse",
 )
 
 EXIT_OK = 0

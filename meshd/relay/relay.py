@@ -325,13 +325,19 @@ class Relay:
         )
 
     def _on_beacon(self, env: Envelope, packet: ReceivedPacket) -> None:
-        if packet.hops_away != 0 or env.origin == self.camp_id:
+        if packet.hops_away > self.config.neighbour_radio_hops or env.origin == self.camp_id:
             return
         status = bodies.decode_status(env.body)
         now = self.clock.now()
         theirs = int(status.get("uplink_hops", 0))
         changed = self.routes.heard_beacon(
-            packet.from_node, env.origin, theirs, now, packet.rx_snr, int(status.get("via", 0))
+            packet.from_node,
+            env.origin,
+            theirs,
+            now,
+            packet.rx_snr,
+            int(status.get("via", 0)),
+            radio_hops=packet.hops_away,
         )
         mine = self.routes.my_hops(uplink_up=self.uplink_up(), now=now)
         if mine and (theirs == 0 or theirs > mine + 1):
@@ -384,7 +390,9 @@ class Relay:
         ids = sorted(self._pending_acks.pop(node, set()))
         while ids:
             chunk, ids = self._fit_ids(Kind.CUSTODY, ids)
-            await self._transmit(chunk, to=node, hop_limit=0, alert=True, wait_budget=True)
+            await self._transmit(
+                chunk, to=node, hop_limit=self.routes.radio_hops_to(node), alert=True, wait_budget=True
+            )
             self.counters["custody_acks_sent"] += 1
 
     def _fit_ids(self, kind: Kind, ids: list[tuple[int, int]]) -> tuple[bytes, list[tuple[int, int]]]:
@@ -411,7 +419,9 @@ class Relay:
             previous = fresh
             while ids:
                 chunk, ids = self._fit_ids(Kind.DELIVERED, ids)
-                await self._transmit(chunk, to=BROADCAST, hop_limit=0, alert=False, wait_budget=True)
+                await self._transmit(
+                    chunk, to=BROADCAST, hop_limit=self.config.neighbour_radio_hops, alert=False, wait_budget=True
+                )
                 self.counters["delivered_notices_sent"] += 1
 
     # ------------------------------------------------------------------ beacons
@@ -441,7 +451,9 @@ class Relay:
             {"uplink_hops": hops, "uplink_up": self.uplink_up(), "via": hop.camp if hop is not None else 0}
         )
         env = sign(Envelope(self.camp_id, CONTROL_SEQ, Kind.STATUS, body), self.keys.sign)
-        sent = await self._transmit(env.to_bytes(), to=BROADCAST, hop_limit=0, alert=False, wait_budget=False)
+        sent = await self._transmit(
+            env.to_bytes(), to=BROADCAST, hop_limit=self.config.neighbour_radio_hops, alert=False, wait_budget=False
+        )
         if sent:
             self._answer_beacon = False
             self._advertised_hops = hops
@@ -499,7 +511,7 @@ class Relay:
                 if alert:
                     return max(self.budget.wait_s(cost, self.clock.now(), alert=True), 1.0)
                 continue  # an alert further down may still fit the reserve
-            if not await self._transmit(raw, to=hop.node, hop_limit=0, alert=alert, wait_budget=False):
+            if not await self._transmit(raw, to=hop.node, hop_limit=hop.radio_hops, alert=alert, wait_budget=False):
                 return 5.0
             await self.store.mark_attempt([entry.key], self._retry_after)
             if entry.attempts > 0:

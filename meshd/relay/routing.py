@@ -21,6 +21,7 @@ class Neighbour:
     uplink_hops: int  # 0 = no route
     heard_at: float
     via: int = 0  # camp the neighbour routes through: if that is us, it cannot be our next hop
+    radio_hops: int = 0  # relay radios between us (0 = heard directly): the hop limit to reach it
     snr: float = 0.0
     failures: int = 0
 
@@ -31,10 +32,12 @@ class RouteTable:
         self.neighbours: dict[int, Neighbour] = {}
         self.stale_after_s = stale_after_s
 
-    def heard_beacon(self, node: int, camp: int, uplink_hops: int, now: float, snr: float = 0.0, via: int = 0) -> bool:
+    def heard_beacon(
+        self, node: int, camp: int, uplink_hops: int, now: float, snr: float = 0.0, via: int = 0, radio_hops: int = 0
+    ) -> bool:
         """Record a neighbour's beacon; returns True if our own distance may have changed."""
         old = self.neighbours.get(node)
-        self.neighbours[node] = Neighbour(node, camp, uplink_hops, now, via=via, snr=snr)
+        self.neighbours[node] = Neighbour(node, camp, uplink_hops, now, via=via, snr=snr, radio_hops=radio_hops)
         return old is None or old.uplink_hops != uplink_hops or old.via != via
 
     def heard_from(self, node: int, now: float) -> None:
@@ -72,4 +75,8 @@ class RouteTable:
         live = [n for n in self._live(now) if n.node not in exclude]
         if not live:
             return None
-        return min(live, key=lambda n: (n.uplink_hops, n.failures, -n.snr))
+        return min(live, key=lambda n: (n.uplink_hops, n.radio_hops, n.failures, -n.snr))
+
+    def radio_hops_to(self, node: int) -> int:
+        neighbour = self.neighbours.get(node)
+        return neighbour.radio_hops if neighbour is not None else 0
