@@ -18,11 +18,16 @@ from meshd import keys as keyfiles
 from meshd.clock import REAL_TIME, Clock
 from meshd.config import HubConfig
 from meshd.daemon.sdnotify import SdNotifier
-from meshd.errors import ConfigError, KeyFileError, RegistryError
-from meshd.radio.api import Radio, ReceivedPacket
+from meshd.errors import ConfigError, KeyFileError, MeshdError, RegistryError
+from meshd.field.desk import FieldDesk
+from meshd.field.roster import Roster
+from meshd.radio.api import BROADCAST, TEXT_PORT, Radio, ReceivedPacket
 from meshd.relay.relay import Relay, RelayTiming
 from meshd.store.hub import HubStore
+from meshd.wire import bodies
+from meshd.wire.envelope import Envelope
 from meshd.wire.registry import Registry, unb64
+from meshd.wire.text import fit_reply
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +87,8 @@ class Hub:
         self.store: HubStore | None = None
         self.uplink: Any = None
         self.text_handler: Callable[[ReceivedPacket], Awaitable[None]] | None = None
+        self.field_desk: FieldDesk | None = None
+        self.broadcasts_shown = 0
         # Long-lived extras (status socket, metrics, field desk) started inside the hub's TaskGroup.
         self.extra_tasks: list[Callable[[Hub], Coroutine[Any, Any, None]]] = []
 
@@ -114,6 +121,20 @@ class Hub:
                 on_text=self._on_text,
             )
             self.relay = relay
+            roster = Roster.load(self.config.field.roster) if self.config.field.roster else Roster()
+            desk = FieldDesk(
+                self.config.hub.camp_id,
+                relay,
+                store,
+                radio,
+                roster,
+                per_sender_per_hour=self.config.field.per_sender_per_hour,
+                last_uplink=self._last_uplink_success,
+            )
+            self.field_desk = desk
+            self.text_handler = desk.handle_text
+            relay.on_delivered = desk.delivered_soon
+            relay.on_broadcast = self._announce_broadcast
             if self.config.uplink.url:
                 from meshd.uplink.bridge import UplinkBridge  # noqa: PLC0415 - optional component
 
@@ -139,6 +160,7 @@ class Hub:
             log.info("hub %d running", self.config.hub.camp_id)
             async with asyncio.TaskGroup() as group:
                 group.create_task(relay.run(), name="relay")
+                group.create_task(desk.run(), name="field-desk")
                 for extra in self.extra_tasks:
                     group.create_task(extra(self), name=getattr(extra, "__name__", "extra"))
                 if notifier.enabled:
@@ -153,6 +175,24 @@ class Hub:
                 f"airtime {summary['airtime_used_s']:.0f}/{summary['airtime_budget_s']:.0f} s this hour"
             )
             await asyncio.sleep(30)
+
+    def _last_uplink_success(self) -> float | None:
+        getter = getattr(self.uplink, "last_success_monotonic", None)
+        value = getter() if callable(getter) else getter
+        return float(value) if isinstance(value, int | float) else None
+
+    async def _announce_broadcast(self, env: Envelope) -> None:
+        """Show an HQ broadcast to the handsets around this hub (neighbours only: every hub does this)."""
+        relay = self.relay
+        if relay is None:
+            return
+        text = bodies.decode_broadcast(env.body).get("text", "")
+        message = fit_reply(f"HQ: {text}")
+        try:
+            await relay.radio.send(message.encode(), to=BROADCAST, portnum=TEXT_PORT, hop_limit=0)
+        except MeshdError as exc:
+            log.warning("could not show HQ broadcast to handsets: %s", exc)
+        self.broadcasts_shown += 1
 
     def _uplink_up(self) -> bool:
         return bool(self.uplink is not None and self.uplink.connected)
