@@ -54,6 +54,20 @@ class RelaySection:
 
 
 @dataclass(frozen=True, slots=True)
+class TimingSection:
+    """Relay timers in scenario seconds. Defaults suit real radios; tests and the demo shorten them."""
+
+    speedup: float = 1.0  # only with the simulator: how much faster than real time the scenario runs
+    custody_ack_delay_s: float = 2.0
+    custody_timeout_s: float = 20.0
+    beacon_interval_s: float = 900.0
+    beacon_min_gap_s: float = 20.0
+    notice_interval_s: float = 60.0
+    batch_wait_s: float = 5.0
+    maintenance_s: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
 class UplinkSection:
     url: str = ""  # empty = no uplink; mqtt://host:1883 or mqtts://host:8883
     client_id: str = ""
@@ -88,6 +102,7 @@ class HubConfig:
     uplink: UplinkSection = dataclasses.field(default_factory=UplinkSection)
     field: FieldSection = dataclasses.field(default_factory=FieldSection)
     metrics: MetricsSection = dataclasses.field(default_factory=MetricsSection)
+    timing: TimingSection = dataclasses.field(default_factory=TimingSection)
 
 
 def _describe(tp: Any) -> str:
@@ -176,6 +191,8 @@ def validate_hub(config: HubConfig, source: str = "<config>") -> HubConfig:
         problems.append("relay.alert_reserve_pct must be in [0, 100)")
     if config.relay.batch_max < 1:
         problems.append("relay.batch_max must be at least 1")
+    if config.timing.speedup <= 0:
+        problems.append("timing.speedup must be positive")
     if config.uplink.url and not config.uplink.url.startswith(("mqtt://", "mqtts://")):
         problems.append("uplink.url must start with mqtt:// or mqtts://")
     from meshd.radio.airtime import PRESETS  # noqa: PLC0415 - config sits below radio; only a name check

@@ -68,7 +68,7 @@ class Hub:
         self,
         config: HubConfig,
         *,
-        clock: Clock = REAL_TIME,
+        clock: Clock | None = None,
         radio: Radio | None = None,
         timing: RelayTiming | None = None,
         on_ready: Callable[[Hub], None] | None = None,
@@ -76,9 +76,13 @@ class Hub:
         if config.hub.camp_id <= 0:
             raise ConfigError("hub.camp_id must be set")
         self.config = config
-        self.clock = clock
+        self.clock = (
+            clock
+            if clock is not None
+            else (REAL_TIME if config.timing.speedup == 1.0 else Clock(config.timing.speedup))
+        )
         self._radio = radio
-        self.timing = timing
+        self.timing = timing if timing is not None else RelayTiming.from_config(config.timing)
         self.on_ready = on_ready
         self.registry = load_registry_file(config)
         self.keys = load_hub_keys(config, self.registry)

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from meshd.clock import Clock
-from meshd.config import RadioSection, RelaySection
+from meshd.config import RadioSection, RelaySection, TimingSection
 from meshd.errors import MeshdError, ReplayError, SignatureError, UnknownOriginError
 from meshd.keys import KeyPairs
 from meshd.radio import airtime
@@ -53,7 +53,7 @@ CONTROL_SEQ = 0  # custody/delivered/beacon notices are not reports: they carry 
 
 @dataclass(frozen=True, slots=True)
 class RelayTiming:
-    """Scenario-time parameters (seconds)."""
+    """Scenario-time parameters (seconds); `from_config` reads them from the [timing] section."""
 
     custody_ack_delay_s: float = 2.0  # gather custody notices for this long before answering
     custody_timeout_s: float = 20.0  # beyond the airtime of frame + notice; retry after this, backing off
@@ -62,6 +62,18 @@ class RelayTiming:
     notice_interval_s: float = 60.0
     batch_wait_s: float = 5.0  # let a burst of field reports gather into one batch (not for alerts)
     maintenance_s: float = 300.0
+
+    @classmethod
+    def from_config(cls, section: TimingSection) -> RelayTiming:
+        return cls(
+            custody_ack_delay_s=section.custody_ack_delay_s,
+            custody_timeout_s=section.custody_timeout_s,
+            beacon_interval_s=section.beacon_interval_s,
+            beacon_min_gap_s=section.beacon_min_gap_s,
+            notice_interval_s=section.notice_interval_s,
+            batch_wait_s=section.batch_wait_s,
+            maintenance_s=section.maintenance_s,
+        )
 
 
 class Relay:
