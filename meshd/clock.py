@@ -16,11 +16,11 @@ class Clock:
         if speedup <= 0:
             raise ValueError("speedup must be positive")
         self.speedup = speedup
-        self._origin = time.monotonic()
 
     def now(self) -> float:
-        """Scenario seconds since an arbitrary origin (monotonic)."""
-        return (time.monotonic() - self._origin) * self.speedup
+        """Scenario seconds on the system-wide monotonic clock (CLOCK_MONOTONIC), so that `meshd send` in
+        another process and the running daemon agree on the ages of what they store."""
+        return time.monotonic() * self.speedup
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(seconds, 0.0) / self.speedup)

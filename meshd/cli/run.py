@@ -104,7 +104,9 @@ async def _send(config: HubConfig, kind_name: str, body: dict[str, Any]) -> str:
 
     registry = load_registry_file(config)
     pair = load_hub_keys(config, registry)
-    async with HubStore(config.hub.store) as store:
+    from meshd.clock import Clock  # noqa: PLC0415
+
+    async with HubStore(config.hub.store, clock=Clock(config.timing.speedup).now, passive=True) as store:
         env = await originate_report(
             store,
             pair,

@@ -105,10 +105,15 @@ class Hub:
             if radio is None:
                 from meshd.radio.link import RadioLink  # noqa: PLC0415 - not needed with an injected radio
 
+                speedup = self.config.timing.speedup
+                heartbeat = self.config.radio.heartbeat_s
+                if self.config.radio.device.startswith("tcp://"):
+                    heartbeat = min(heartbeat, 60.0)  # a silent TCP peer is only noticed by the heartbeat
                 link = RadioLink(
                     self.config.radio.device,
                     portnums=(self.config.radio.portnum,),
-                    heartbeat_s=self.config.radio.heartbeat_s,
+                    heartbeat_s=heartbeat,
+                    text_interval_s=2.1 / speedup,  # the firmware's text spacing, in scenario time
                 )
                 radio = await stack.enter_async_context(link)
             relay = Relay(

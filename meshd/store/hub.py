@@ -54,15 +54,25 @@ class AcceptResult:
 class HubStore:
     """Async operations on the hub store. Open with `async with HubStore(path) as store:`."""
 
-    def __init__(self, path: Path, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.monotonic, passive: bool = False) -> None:
+        """`passive`: a short-lived second process (`meshd send`) that must not re-settle the running
+        daemon's rows; it joins the daemon's clock session instead."""
         self.db = Database(path)
         self.clock = clock
         self.session = new_session_id()
+        self.passive = passive
 
     async def __aenter__(self) -> Self:
         await self.db.__aenter__()
         try:
-            await self.db.write(self._settle_sessions)
+            if self.passive:
+                row = await self.db.read(
+                    lambda conn: conn.execute("SELECT value FROM meta WHERE key = 'session'").fetchone()
+                )
+                if row is not None:
+                    self.session = str(row[0])
+            else:
+                await self.db.write(self._settle_sessions)
         except BaseException:
             await self.db.close()
             raise
@@ -71,7 +81,8 @@ class HubStore:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.mark_alive()
+        if not self.passive:
+            await self.mark_alive()
         await self.db.close()
 
     # ------------------------------------------------------------ sessions and ages
