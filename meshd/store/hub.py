@@ -282,7 +282,10 @@ class HubStore:
         """Outbox entries whose next attempt is due, highest priority first, oldest seq first."""
         now = self.clock()
         extra = " AND published = 0" if unpublished_only else ""
-        sql = f"SELECT {self._COLUMNS} FROM outbox WHERE handed_to = 0 AND next_attempt <= ?{extra} ORDER BY priority DESC, seq LIMIT ?"  # noqa: S608 - constant column list
+        sql = (
+            f"SELECT {self._COLUMNS} FROM outbox WHERE handed_to = 0 AND next_attempt <= ?{extra} "  # noqa: S608
+            "ORDER BY priority DESC, seq LIMIT ?"
+        )
         rows = await self.db.read(lambda conn: conn.execute(sql, (now, limit)).fetchall())
         return [self._entry(r) for r in rows]
 
@@ -494,7 +497,8 @@ class HubStore:
     async def oldest_age(self) -> int | None:
         row = await self.db.read(
             lambda conn: conn.execute(
-                "SELECT age_base, stored_mono FROM outbox WHERE handed_to = 0 ORDER BY age_base + (? - stored_mono) DESC LIMIT 1",
+                "SELECT age_base, stored_mono FROM outbox WHERE handed_to = 0 "
+                "ORDER BY age_base + (? - stored_mono) DESC LIMIT 1",
                 (self.clock(),),
             ).fetchone()
         )
