@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "meshd.cli.hq",
     "meshd.cli.roster",
     "meshd.cli.parse",
+    "meshd.cli.demo",
 )
 
 EXIT_OK = 0

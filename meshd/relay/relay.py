@@ -116,6 +116,7 @@ class Relay:
         self.airtime_used_s = 0.0
         self._wake = asyncio.Event()
         self._pending_acks: dict[int, set[tuple[int, int]]] = defaultdict(set)
+        self._ack_hops: dict[int, int] = {}
         self._ack_flush: dict[int, asyncio.TimerHandle] = {}
         self._received_from: dict[tuple[int, int], int] = {}
         self._highest: dict[int, int] = {}
@@ -123,6 +124,7 @@ class Relay:
         self._advertised_hops: int | None = None
         self._beacon_wanted = asyncio.Event()
         self._answer_beacon = False
+        self._lost_gap = 3 * self.timing.beacon_min_gap_s
         self._unknown_tokens = float(relay_config.unknown_origin_per_hour)
         self._unknown_refill_at = clock.now()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -255,8 +257,10 @@ class Relay:
         priority = priority_of(env) if known else Prio.UNKNOWN_ORIGIN
         n_items = len(reports)
         held = await self.store.get(env.origin, env.seq)
-        if held is not None and held.handed_to == packet.from_node and held.handed_to != 0:
-            await self.store.take_back(held.key)  # bounced back: the next hop no longer holds it
+        if held is not None and held.handed_to != 0 and packet.from_node != held.from_node:
+            # It comes back from somewhere else than where we took it from: the routes changed (or a loop
+            # formed) and the hub we handed it to passed it on. Carry it again rather than lose it.
+            await self.store.take_back(held.key)
             self.counters["taken_back"] += 1
             self._wake.set()
         elif held is not None:
@@ -269,6 +273,7 @@ class Relay:
                 expiry_s=int(self.config.expiry_h * 3600),
                 carry=True,
                 force=True,
+                from_node=packet.from_node,
             )
             if result == AcceptResult.NEW:
                 self.counters["accepted"] += 1
@@ -279,7 +284,7 @@ class Relay:
                 self.counters["duplicates"] += 1
         if packet.to_node != BROADCAST:
             # custody: we hold it durably now (or HQ does): the sender may drop its copy
-            self._queue_custody_ack(packet.from_node, [(r.origin, r.seq) for r in reports])
+            self._queue_custody_ack(packet.from_node, [(r.origin, r.seq) for r in reports], packet.hops_away)
 
     def _take_unknown_token(self) -> bool:
         now = self.clock.now()
@@ -327,14 +332,18 @@ class Relay:
         if new and self.on_delivered is not None:
             self.on_delivered()
 
-    def _has_outer_neighbours(self) -> bool:
+    def _outer_neighbours(self) -> list[int]:
+        """Radio hops to each neighbour farther from the uplinks than us (who may need our notices)."""
         now = self.clock.now()
         mine = self.routes.my_hops(uplink_up=self.uplink_up(), now=now) or 99
-        return any(
-            n.uplink_hops == 0 or n.uplink_hops > mine
+        return [
+            n.radio_hops
             for n in self.routes.neighbours.values()
-            if now - n.heard_at <= self.routes.stale_after_s
-        )
+            if now - n.heard_at <= self.routes.stale_after_s and (n.uplink_hops == 0 or n.uplink_hops > mine)
+        ]
+
+    def _has_outer_neighbours(self) -> bool:
+        return bool(self._outer_neighbours())
 
     def _on_beacon(self, env: Envelope, packet: ReceivedPacket) -> None:
         if packet.hops_away > self.config.neighbour_radio_hops or env.origin == self.camp_id:
@@ -384,8 +393,10 @@ class Relay:
 
     # ------------------------------------------------------------------ custody notices
 
-    def _queue_custody_ack(self, node: int, ids: list[tuple[int, int]]) -> None:
+    def _queue_custody_ack(self, node: int, ids: list[tuple[int, int]], radio_hops: int = 0) -> None:
         self._pending_acks[node].update(ids)
+        # answer over as many relay radios as the data crossed (its beacon may not have reached us)
+        self._ack_hops[node] = max(self._ack_hops.get(node, 0), radio_hops, self.routes.radio_hops_to(node))
         if node not in self._ack_flush:
             loop = asyncio.get_running_loop()
             self._ack_flush[node] = loop.call_later(
@@ -400,11 +411,10 @@ class Relay:
     async def _send_custody_ack(self, node: int) -> None:
         self._ack_flush.pop(node, None)
         ids = sorted(self._pending_acks.pop(node, set()))
+        hops = self._ack_hops.pop(node, 0)
         while ids:
             chunk, ids = self._fit_ids(Kind.CUSTODY, ids)
-            await self._transmit(
-                chunk, to=node, hop_limit=self.routes.radio_hops_to(node), alert=True, wait_budget=True
-            )
+            await self._transmit(chunk, to=node, hop_limit=hops, alert=True, wait_budget=True)
             self.counters["custody_acks_sent"] += 1
 
     def _fit_ids(self, kind: Kind, ids: list[tuple[int, int]]) -> tuple[bytes, list[tuple[int, int]]]:
@@ -429,11 +439,11 @@ class Relay:
                 self.on_delivered()
             ids = sorted(set(fresh) | set(previous))
             previous = fresh
+            # only as far as the farthest outer neighbour; nobody outside needs to hear it
+            hops = max(self._outer_neighbours(), default=self.config.neighbour_radio_hops)
             while ids:
                 chunk, ids = self._fit_ids(Kind.DELIVERED, ids)
-                await self._transmit(
-                    chunk, to=BROADCAST, hop_limit=self.config.neighbour_radio_hops, alert=False, wait_budget=True
-                )
+                await self._transmit(chunk, to=BROADCAST, hop_limit=hops, alert=False, wait_budget=True)
                 self.counters["delivered_notices_sent"] += 1
 
     # ------------------------------------------------------------------ beacons
@@ -444,7 +454,7 @@ class Relay:
             hops = self.routes.my_hops(uplink_up=self.uplink_up(), now=self.clock.now())
             now = self.clock.now()
             periodic_due = now - self._last_beacon >= self.timing.beacon_interval_s
-            lost = hops == 0 and now - self._last_beacon >= 3 * self.timing.beacon_min_gap_s
+            lost = hops == 0 and now - self._last_beacon >= self._lost_gap
             wanted = hops != self._advertised_hops or periodic_due or self._answer_beacon or lost
             if (
                 wanted
@@ -468,6 +478,12 @@ class Relay:
         )
         if sent:
             self._answer_beacon = False
+            # without a route, ask again with growing gaps instead of chattering while an uplink is down
+            self._lost_gap = (
+                min(self._lost_gap * 2, self.timing.beacon_interval_s)
+                if hops == 0
+                else 3 * self.timing.beacon_min_gap_s
+            )
             self._advertised_hops = hops
             self._last_beacon = self.clock.now()
             self.counters["beacons_sent"] += 1
@@ -492,6 +508,10 @@ class Relay:
         if self.uplink_up():
             return 30.0  # our own uplink flushes the outbox; nothing to hand over by radio
         now = self.clock.now()
+        if self.routes.next_hop(now) is None:
+            # Nobody to hand reports to: skip the outbox scan (a burst of received reports wakes this loop
+            # once per report). A beacon that gives us a route wakes the loop again.
+            return 10.0
         entries = await self.store.due(limit=64)
         if not entries:
             return 10.0  # also notices reports queued by `meshd send` from another process

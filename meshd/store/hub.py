@@ -36,6 +36,7 @@ class OutboxEntry:
     local: bool
     published: bool
     handed_to: int = 0
+    from_node: int = 0
 
     @property
     def key(self) -> tuple[int, int]:
@@ -168,10 +169,11 @@ class HubStore:
         *,
         local: bool,
         expiry_s: int,
+        from_node: int = 0,
     ) -> None:
         conn.execute(
             "INSERT OR IGNORE INTO outbox (origin, seq, n_items, kind, priority, envelope, age_base, stored_mono,"
-            " session, local, expires_at_age) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " session, local, expires_at_age, from_node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 env.origin,
                 env.seq,
@@ -184,6 +186,7 @@ class HubStore:
                 self.session,
                 int(local),
                 env.age_s + expiry_s,
+                from_node,
             ),
         )
 
@@ -196,6 +199,7 @@ class HubStore:
         expiry_s: int = 72 * 3600,
         carry: bool = True,
         force: bool = False,
+        from_node: int = 0,
     ) -> str:
         """Store an envelope heard from another hub unless every report in it was seen before.
 
@@ -218,7 +222,9 @@ class HubStore:
             if delivered == n_items:
                 return AcceptResult.DELIVERED
             if carry:
-                self._insert_outbox(conn, env, n_items, priority, now, local=False, expiry_s=expiry_s)
+                self._insert_outbox(
+                    conn, env, n_items, priority, now, local=False, expiry_s=expiry_s, from_node=from_node
+                )
             self._bump(conn, "accepted", 1)
             return AcceptResult.NEW
 
@@ -258,8 +264,9 @@ class HubStore:
 
     # ------------------------------------------------------------ scheduling
 
-    def _entry(self, row: tuple[int, int, int, str, int, bytes, int, float, int, int, int, int]) -> OutboxEntry:
-        origin, seq, n_items, kind, priority, envelope, age_base, stored_mono, attempts, local, published, handed = row
+    def _entry(self, row: tuple[int, int, int, str, int, bytes, int, float, int, int, int, int, int]) -> OutboxEntry:
+        origin, seq, n_items, kind, priority, envelope, age_base, stored_mono, attempts, local, published = row[:11]
+        handed, from_node = row[11], row[12]
         return OutboxEntry(
             origin,
             seq,
@@ -272,10 +279,12 @@ class HubStore:
             bool(local),
             bool(published),
             handed,
+            from_node,
         )
 
     _COLUMNS = (
-        "origin, seq, n_items, kind, priority, envelope, age_base, stored_mono, attempts, local, published, handed_to"
+        "origin, seq, n_items, kind, priority, envelope, age_base, stored_mono, attempts, local, published, handed_to,"
+        " from_node"
     )
 
     async def due(self, limit: int = 32, *, unpublished_only: bool = False) -> list[OutboxEntry]:
