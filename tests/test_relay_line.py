@@ -68,11 +68,11 @@ async def test_line_of_five_delivers_each_report_exactly_once(tmp_path, loss):
 
             async def origin_knows() -> bool:
                 known = [await origin_store.is_delivered(101, int(i.split(":")[1])) for i in sent]
-                # Delivered notices are unacknowledged broadcasts sent twice per hop: over four lossy hops
+                # Delivered notices are broadcasts repeated up to 3 times per hop: over four lossy hops
                 # most, not necessarily all, reach the origin (its handed-over copies then expire).
-                return sum(known) >= (len(sent) if loss == 0 else 0.6 * len(sent))
+                return sum(known) >= (len(sent) if loss == 0 else 0.8 * len(sent))
 
-            await wait_for(origin_knows, limit_s=30)
+            await wait_for(origin_knows, limit_s=60)
         finally:
             up_task.cancel()
     if loss:

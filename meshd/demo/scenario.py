@@ -109,14 +109,17 @@ class Scene:
     hq_count: int = 0
     hq_first_seen: dict[str, float] = field(default_factory=dict)
     queue_depth: dict[int, int] = field(default_factory=dict)
+    hub_acknowledged: dict[str, float] = field(default_factory=dict)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
     def acknowledged(self) -> dict[str, float]:
-        out: dict[str, float] = {}
+        """Field reports the hubs stored and acknowledged -> when (the handset's receipt, if it arrived)."""
+        out = dict(self.hub_acknowledged)
         for team in self.teams.values():
-            out.update(team.receipts())
+            for report_id, at in team.receipts().items():
+                out[report_id] = min(at, out.get(report_id, at))
         return out
 
 
@@ -141,7 +144,7 @@ def demo_timing(speedup: float) -> TimingSection:
         custody_timeout_s=20.0,
         beacon_interval_s=300.0,
         beacon_min_gap_s=10.0,
-        notice_interval_s=20.0,
+        notice_interval_s=30.0,
         batch_wait_s=5.0,
         maintenance_s=120.0,
     )
@@ -290,6 +293,8 @@ async def _watch_hq(scene: Scene) -> None:
             for camp, hub in scene.hubs.items():
                 if hub.store is not None:
                     scene.queue_depth[camp] = sum((await hub.store.queue_depth()).values())
+                    for report_id in await hub.store.inbound_ids():
+                        scene.hub_acknowledged.setdefault(report_id, time.monotonic())
             await asyncio.sleep(1.0)
 
 

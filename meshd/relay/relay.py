@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 CARRIED_KINDS = (Kind.NEEDS, Kind.ALERT, Kind.SEALED, Kind.BATCH)
 BATCHABLE = (Kind.NEEDS, Kind.ALERT, Kind.SEALED)
 CONTROL_SEQ = 0  # custody/delivered/beacon notices are not reports: they carry no report id
+NOTICE_ROUNDS = 3  # times a Delivered id is repeated to outer neighbours until one is heard passing it on
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,8 @@ class Relay:
         self._wake = asyncio.Event()
         self._pending_acks: dict[int, set[tuple[int, int]]] = defaultdict(set)
         self._ack_hops: dict[int, int] = {}
+        self._notice_rounds: dict[tuple[int, int], int] = {}
+        self._upstream: dict[int, tuple[int, float]] = {}  # node that handed us reports -> (radio hops, when)
         self._ack_flush: dict[int, asyncio.TimerHandle] = {}
         self._received_from: dict[tuple[int, int], int] = {}
         self._highest: dict[int, int] = {}
@@ -228,7 +231,7 @@ class Relay:
         if env.kind is Kind.CUSTODY:
             await self._on_custody(env, packet)
         elif env.kind is Kind.DELIVERED:
-            await self._on_delivered(env)
+            await self._on_delivered(env, packet)
         elif env.kind is Kind.STATUS:
             self._on_beacon(env, packet)
         elif env.kind is Kind.BROADCAST:
@@ -283,6 +286,7 @@ class Relay:
             else:
                 self.counters["duplicates"] += 1
         if packet.to_node != BROADCAST:
+            self._upstream[packet.from_node] = (packet.hops_away, self.clock.now())
             # custody: we hold it durably now (or HQ does): the sender may drop its copy
             self._queue_custody_ack(packet.from_node, [(r.origin, r.seq) for r in reports], packet.hops_away)
 
@@ -323,8 +327,13 @@ class Relay:
                 entries.append(entry)
         return entries
 
-    async def _on_delivered(self, env: Envelope) -> None:
+    async def _on_delivered(self, env: Envelope, packet: ReceivedPacket) -> None:
         ids = bodies.decode_delivered_ids(env.body)
+        sender = self.routes.neighbours.get(packet.from_node)
+        mine = self.routes.my_hops(uplink_up=self.uplink_up(), now=self.clock.now())
+        if sender is not None and (sender.uplink_hops == 0 or sender.uplink_hops > mine):
+            for key in ids:  # an outer neighbour passes them on: it has them (implicit acknowledgement)
+                self._notice_rounds.pop(key, None)
         # Pass the news outward (away from the uplinks) so origin hubs far away learn it too; a hub with no
         # neighbour farther from the uplink than itself is at the edge and stays quiet.
         new = await self.store.mark_delivered(ids, published=False, notify=self._has_outer_neighbours())
@@ -336,11 +345,16 @@ class Relay:
         """Radio hops to each neighbour farther from the uplinks than us (who may need our notices)."""
         now = self.clock.now()
         mine = self.routes.my_hops(uplink_up=self.uplink_up(), now=now) or 99
-        return [
-            n.radio_hops
+        outer = {
+            n.node: n.radio_hops
             for n in self.routes.neighbours.values()
             if now - n.heard_at <= self.routes.stale_after_s and (n.uplink_hops == 0 or n.uplink_hops > mine)
-        ]
+        }
+        # hubs that handed us reports are outward by definition, even if their beacon never reached us
+        for node, (hops, heard_at) in self._upstream.items():
+            if now - heard_at <= self.routes.stale_after_s:
+                outer[node] = max(outer.get(node, 0), hops)
+        return list(outer.values())
 
     def _has_outer_neighbours(self) -> bool:
         return bool(self._outer_neighbours())
@@ -356,8 +370,8 @@ class Relay:
             env.origin,
             theirs,
             now,
-            packet.rx_snr,
-            int(status.get("via", 0)),
+            snr=packet.rx_snr,
+            via=int(status.get("via", 0)),
             radio_hops=packet.hops_away,
         )
         mine = self.routes.my_hops(uplink_up=self.uplink_up(), now=now)
@@ -429,16 +443,25 @@ class Relay:
             count = max(1, count * MAX_ENVELOPE_LEN // len(raw) - 1)
 
     async def _notice_loop(self) -> None:
-        # Notices are unacknowledged broadcasts, so each id goes out in two successive rounds: a notice lost
-        # on one link (20 % is common) is then missed only with probability loss squared.
-        previous: list[tuple[int, int]] = []
+        # Notices are broadcasts gathered over `notice_interval_s` (one frame carries ~100 ids). Like the
+        # firmware's implicit ACK, hearing an outer neighbour pass the ids on confirms they arrived; ids not
+        # confirmed are repeated for up to NOTICE_ROUNDS rounds (an edge hub never passes them on, so the
+        # repeats end there), so a 20 % lossy link misses a notice with probability 0.2 ** NOTICE_ROUNDS.
         while True:
             await self.clock.sleep(self.timing.notice_interval_s)
             fresh = await self.store.take_unnotified(limit=400)
             if fresh and self.on_delivered is not None:
                 self.on_delivered()
-            ids = sorted(set(fresh) | set(previous))
-            previous = fresh
+            if not self._outer_neighbours():
+                self._notice_rounds.clear()
+                continue
+            for key in fresh:
+                self._notice_rounds[key] = NOTICE_ROUNDS
+            ids = sorted(self._notice_rounds)[:400]
+            for key in ids:
+                self._notice_rounds[key] -= 1
+                if self._notice_rounds[key] <= 0:
+                    del self._notice_rounds[key]
             # only as far as the farthest outer neighbour; nobody outside needs to hear it
             hops = max(self._outer_neighbours(), default=self.config.neighbour_radio_hops)
             while ids:

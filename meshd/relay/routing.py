@@ -33,7 +33,7 @@ class RouteTable:
         self.stale_after_s = stale_after_s
 
     def heard_beacon(
-        self, node: int, camp: int, uplink_hops: int, now: float, snr: float = 0.0, via: int = 0, radio_hops: int = 0
+        self, node: int, camp: int, uplink_hops: int, now: float, *, snr: float = 0.0, via: int = 0, radio_hops: int = 0
     ) -> bool:
         """Record a neighbour's beacon; returns True if our own distance may have changed."""
         old = self.neighbours.get(node)

@@ -472,6 +472,11 @@ class HubStore:
             )
         )
 
+    async def inbound_ids(self) -> list[str]:
+        """Ids of every field report this hub stored (and acknowledged to the handset)."""
+        rows = await self.db.read(lambda conn: conn.execute("SELECT origin, seq FROM inbound").fetchall())
+        return [f"{o}:{s}" for o, s in rows]
+
     async def reports_today(self) -> int:
         return await self.db.read(
             lambda conn: int(
