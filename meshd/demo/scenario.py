@@ -185,7 +185,7 @@ async def run_demo(options: DemoOptions, on_tick: Callable[[Scene], None] | None
                 hub=HubSection(camp_id=camp, keys=key_dirs[camp], registry=workdir / "registry.json",
                                store=workdir / f"camp{camp}.db", name=f"Camp {camp}"),
                 radio=RadioSection(device=f"tcp://127.0.0.1:{hub_radio[camp].tcp_port}", preset="LONG_FAST"),
-                relay=RelaySection(duty_cycle_pct=10.0),
+                relay=RelaySection(duty_cycle_pct=10.0, retry_max_s=120.0),
                 uplink=uplink,
                 field=FieldSection(roster=roster_path, per_sender_per_hour=30),
                 timing=demo_timing(options.speedup),
@@ -235,7 +235,7 @@ async def run_demo(options: DemoOptions, on_tick: Callable[[Scene], None] | None
             scene.phase = "final flush (bounded)"
             for link in satlinks.values():
                 link.restore()
-            grace = time.monotonic() + max(30.0, total_s * 0.5)
+            grace = time.monotonic() + max(60.0, total_s * 0.75)
             while time.monotonic() < grace and not await _all_at_hq(scene):
                 _check(tasks)
                 if on_tick is not None:

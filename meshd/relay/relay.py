@@ -121,7 +121,6 @@ class Relay:
         self._notice_rounds: dict[tuple[int, int], int] = {}
         self._upstream: dict[int, tuple[int, float]] = {}  # node that handed us reports -> (radio hops, when)
         self._ack_flush: dict[int, asyncio.TimerHandle] = {}
-        self._received_from: dict[tuple[int, int], int] = {}
         self._highest: dict[int, int] = {}
         self._last_beacon = -math.inf
         self._advertised_hops: int | None = None
@@ -260,9 +259,11 @@ class Relay:
         priority = priority_of(env) if known else Prio.UNKNOWN_ORIGIN
         n_items = len(reports)
         held = await self.store.get(env.origin, env.seq)
-        if held is not None and held.handed_to != 0 and packet.from_node != held.from_node:
-            # It comes back from somewhere else than where we took it from: the routes changed (or a loop
-            # formed) and the hub we handed it to passed it on. Carry it again rather than lose it.
+        if held is not None and held.handed_to != 0:
+            # We handed it on and it comes back: a loop while routes change, or a retransmission whose custody
+            # notice was lost after we passed it on. Either way carry it again: the custody invariant (someone
+            # carries every report until HQ has it) matters more than the airtime of an occasional duplicate,
+            # which HQ removes.
             await self.store.take_back(held.key)
             self.counters["taken_back"] += 1
             self._wake.set()
@@ -281,7 +282,6 @@ class Relay:
             if result == AcceptResult.NEW:
                 self.counters["accepted"] += 1
                 self._highest[env.origin] = max(highest, env.seq + n_items - 1)
-                self._received_from[(env.origin, env.seq)] = packet.from_node
                 self._wake.set()
             else:
                 self.counters["duplicates"] += 1
@@ -313,7 +313,6 @@ class Relay:
         for entry in await self._entries_covering(ids):
             if entry.handed_to == 0 and all(key in by_key for key in entry.report_keys()):
                 removed += await self.store.hand_over([entry.key], packet.from_node)
-                self._received_from.pop(entry.key, None)
         self.counters["custody_handed_over"] += removed
         self.routes.heard_from(packet.from_node, self.clock.now())
 
@@ -548,7 +547,7 @@ class Relay:
             if fresh is None:
                 continue
             entry = fresh
-            exclude = frozenset({self._received_from[entry.key]} if entry.key in self._received_from else ())
+            exclude = frozenset({entry.from_node} if entry.from_node else ())  # split horizon
             hop = self.routes.next_hop(now, exclude=exclude) or self.routes.next_hop(now)
             if hop is None:
                 return 30.0
@@ -566,7 +565,9 @@ class Relay:
                 if alert:
                     return max(self.budget.wait_s(cost, self.clock.now(), alert=True), 1.0)
                 continue  # an alert further down may still fit the reserve
-            if not await self._transmit(raw, to=hop.node, hop_limit=hop.radio_hops, alert=alert, wait_budget=False):
+            # a retry may take the long way: a direct link that carried a beacon can be too weak for data
+            hop_limit = hop.radio_hops if entry.attempts == 0 else max(hop.radio_hops, self.config.neighbour_radio_hops)
+            if not await self._transmit(raw, to=hop.node, hop_limit=hop_limit, alert=alert, wait_budget=False):
                 return 5.0
             await self.store.mark_attempt([entry.key], self._retry_after)
             if entry.attempts > 0:

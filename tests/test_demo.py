@@ -1,0 +1,35 @@
+"""`meshd demo`, shortened: the whole system end to end (simulator, hubs, Mosquitto, HQ, field teams)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+def test_short_demo_delivers_everything_exactly_once(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "meshd.cli.main", "demo", "--minutes", "1.2", "--no-live", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
+    out = proc.stdout
+    result = re.search(r"^RESULT (.*)$", out, re.MULTILINE)
+    assert result is not None, out + proc.stderr[-3000:]
+    fields = dict(item.split("=") for item in result.group(1).split())
+    assert proc.returncode == 0, out + proc.stderr[-3000:]
+    assert int(fields["sent"]) >= 8  # field teams' reports the hubs stored
+    assert fields["delivered"] == fields["sent"]
+    assert fields["lost"] == "0"
+    assert fields["duplicate_rows"] == "0"
+    assert int(fields["error_replies"]) >= 1  # the deliberately malformed message got its error reply
+    exports = next(tmp_path.glob("*/exports"))
+    assert (exports / "needs.hxl.csv").read_text().splitlines()[1].startswith("#")
+    assert '"FeatureCollection"' in (exports / "camps.geojson").read_text()
+    assert list(exports.glob("*.xml")), "CAP alerts were exported"
