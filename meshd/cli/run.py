@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
@@ -32,17 +31,10 @@ def register(subparsers: Any) -> None:
     send.set_defaults(func=cmd_send)
 
 
-def _journald() -> bool:
-    return bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"))
-
-
 def configure_logging(verbose: int) -> None:
-    # Under systemd the journal adds timestamps; on a terminal we add them ourselves.
-    fmt = "%(levelname)s %(name)s: %(message)s" if _journald() else "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    logging.basicConfig(level=logging.INFO if verbose == 0 else logging.DEBUG, format=fmt, stream=sys.stderr)
+    from meshd.daemon.logs import configure  # noqa: PLC0415
+
+    configure(verbose)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

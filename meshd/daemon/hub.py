@@ -17,7 +17,9 @@ from typing import Any
 from meshd import keys as keyfiles
 from meshd.clock import REAL_TIME, Clock
 from meshd.config import HubConfig
+from meshd.daemon.metrics import MetricsServer
 from meshd.daemon.sdnotify import SdNotifier
+from meshd.daemon.status import StatusServer
 from meshd.errors import ConfigError, KeyFileError, MeshdError, RegistryError
 from meshd.field.desk import FieldDesk
 from meshd.field.roster import Roster
@@ -72,6 +74,7 @@ class Hub:
         radio: Radio | None = None,
         timing: RelayTiming | None = None,
         on_ready: Callable[[Hub], None] | None = None,
+        serve_status: bool = True,
     ) -> None:
         if config.hub.camp_id <= 0:
             raise ConfigError("hub.camp_id must be set")
@@ -84,6 +87,7 @@ class Hub:
         self._radio = radio
         self.timing = timing if timing is not None else RelayTiming.from_config(config.timing)
         self.on_ready = on_ready
+        self.serve_status = serve_status  # tests that drive StatusServer themselves turn the built-in one off
         self.registry = load_registry_file(config)
         self.keys = load_hub_keys(config, self.registry)
         self.state = HubState(time.monotonic())
@@ -101,6 +105,11 @@ class Hub:
         async with contextlib.AsyncExitStack() as stack:
             store = await stack.enter_async_context(HubStore(self.config.hub.store, clock=self.clock.now))
             self.store = store
+            # the status socket next to the store also refuses a second daemon on the same store, before the
+            # radio is opened; READY comes after it exists
+            if self.serve_status:
+                status = await stack.enter_async_context(StatusServer(self))
+                await stack.enter_async_context(MetricsServer(self, errors=status.errors))
             radio = self._radio
             if radio is None:
                 from meshd.radio.link import RadioLink  # noqa: PLC0415 - not needed with an injected radio

@@ -55,6 +55,26 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE seq_counter (origin INTEGER PRIMARY KEY, next_seq INTEGER NOT NULL);
     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
     """,
+    # 2: the last warnings and errors, kept across restarts for `meshd status` (meshd.store.health), so a
+    # technician can see why a hub restarted, even while it is down. Bounded to the newest few dozen rows;
+    # a repeated message updates its row in place. Only log text, which never holds secrets or sealed content.
+    """
+    CREATE TABLE error_log (
+        key TEXT PRIMARY KEY,          -- random id of the entry, so repeats update it in place
+        boot TEXT NOT NULL,            -- kernel boot id: `mono` compares only with clocks of the same boot
+        mono REAL NOT NULL,            -- CLOCK_MONOTONIC at the latest occurrence (never the wall clock)
+        level TEXT NOT NULL,           -- WARNING, ERROR, CRITICAL
+        logger TEXT NOT NULL,
+        message TEXT NOT NULL,
+        repeats INTEGER NOT NULL DEFAULT 1
+    );
+    """,
+    # 3: the node each carried envelope came from (0 = originated here), for hop-by-hop custody routing.
+    # Added to migration 1 at first, which would have broken every store written before: a store already
+    # at version 1 never runs migration 1 again. Rows from before get 0 ("unknown / ours").
+    """
+    ALTER TABLE outbox ADD COLUMN from_node INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

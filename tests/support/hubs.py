@@ -106,4 +106,5 @@ async def running(hubs: list[Hub]):  # type: ignore[no-untyped-def]
 def make_hub(
     p: Provisioned, camp: int, radio: Radio, clock: Clock, timing: RelayTiming = FAST_TIMING, **relay: float
 ) -> Hub:
-    return Hub(p.config(camp, **relay), clock=clock, radio=radio, timing=timing)
+    # the status socket is exercised by tests/test_status.py, which runs its own StatusServer
+    return Hub(p.config(camp, **relay), clock=clock, radio=radio, timing=timing, serve_status=False)
