@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import base64
 import datetime as dt
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
