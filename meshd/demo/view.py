@@ -64,7 +64,7 @@ def summary_lines(result: DemoResult) -> list[str]:
         f"  airtime per delivered report:                       {result.airtime_per_report_s:.2f} s",
         "  airtime by message kind:                            "
         + ", ".join(f"{k} {v:.0f} s" for k, v in sorted(result.airtime_by_kind.items(), key=lambda kv: -kv[1])),
-        f"  delivery latency p50 / p95:                         {result.percentile(0.5):.1f} s / "
+        f"  delivery latency p50 / p95 (real time):             {result.percentile(0.5):.1f} s / "
         f"{result.percentile(0.95):.1f} s",
         f"  HQ exports (HXL CSV, GeoJSON, CAP 1.2):             {result.exports}",
         result.result_line(),
