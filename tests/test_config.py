@@ -69,3 +69,22 @@ def test_missing_file_is_a_clear_error(tmp_path):
 def test_random_text_raises_only_config_errors(text):
     with contextlib.suppress(ConfigError):
         parse_config(HubConfig, text, "fuzz.toml")
+
+
+@pytest.mark.parametrize(
+    ("region", "preset", "warns"),
+    [
+        ("KR", "LONG_FAST", False),
+        ("KR", "LONG_SLOW", True),
+        ("KR", "LONG_MODERATE", True),
+        ("EU_868", "LONG_SLOW", False),
+    ],
+)
+def test_korean_lbt_warning_for_presets_over_four_seconds(region, preset, warns):
+    from meshd.daemon.hub import lbt_warning
+
+    config = parse_config(HubConfig, f"[hub]\ncamp_id = 1\n[radio]\nregion = '{region}'\npreset = '{preset}'\n")
+    message = lbt_warning(config)
+    assert (message is not None) == warns
+    if warns:
+        assert "4 s" in message

@@ -23,6 +23,7 @@ from meshd.daemon.status import StatusServer
 from meshd.errors import ConfigError, KeyFileError, MeshdError, RegistryError
 from meshd.field.desk import FieldDesk
 from meshd.field.roster import Roster
+from meshd.radio import airtime
 from meshd.radio.api import BROADCAST, TEXT_PORT, Radio, ReceivedPacket
 from meshd.relay.relay import Relay, RelayTiming
 from meshd.store.hub import HubStore
@@ -46,6 +47,22 @@ def load_registry_file(config: HubConfig) -> Registry:
     if config.hub.camp_id not in registry.camps:
         raise RegistryError(f"camp {config.hub.camp_id} (hub.camp_id) is not in the registry {path}")
     return registry
+
+
+KR_MAX_TRANSMISSION_S = 4.0  # Korean listen-before-talk rules: at most 4 s per transmission
+
+
+def lbt_warning(config: HubConfig) -> str | None:
+    """A warning when the region limits one transmission and the preset's longest frame exceeds it."""
+    if config.radio.region.upper() != "KR":
+        return None
+    longest = airtime.time_on_air_s(airtime.MAX_PHY_PAYLOAD, airtime.preset(config.radio.preset))
+    if longest <= KR_MAX_TRANSMISSION_S:
+        return None
+    return (
+        f"radio.preset {config.radio.preset} can keep one frame on the air for {longest:.1f} s, over the "
+        f"{KR_MAX_TRANSMISSION_S:.0f} s Korean rules allow per transmission; use LONG_FAST or faster"
+    )
 
 
 def load_hub_keys(config: HubConfig, registry: Registry) -> keyfiles.KeyPairs:
@@ -91,6 +108,9 @@ class Hub:
         self.registry = load_registry_file(config)
         self.keys = load_hub_keys(config, self.registry)
         self.state = HubState(time.monotonic())
+        warning = lbt_warning(config)
+        if warning is not None:
+            log.warning("%s", warning)
         self.relay: Relay | None = None
         self.store: HubStore | None = None
         self.uplink: Any = None
