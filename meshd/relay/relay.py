@@ -118,6 +118,8 @@ class Relay:
         self._wake = asyncio.Event()
         self._pending_acks: dict[int, set[tuple[int, int]]] = defaultdict(set)
         self._ack_hops: dict[int, int] = {}
+        self._sent_at: dict[tuple[int, int], tuple[int, float]] = {}
+        self._srtt: dict[int, float] = {}
         self._notice_rounds: dict[tuple[int, int], int] = {}
         self._upstream: dict[int, tuple[int, float]] = {}  # node that handed us reports -> (radio hops, when)
         self._ack_flush: dict[int, asyncio.TimerHandle] = {}
@@ -313,8 +315,10 @@ class Relay:
         for entry in await self._entries_covering(ids):
             if entry.handed_to == 0 and all(key in by_key for key in entry.report_keys()):
                 removed += await self.store.hand_over([entry.key], packet.from_node)
+                self._measure_rtt(entry.key, packet.from_node)
         self.counters["custody_handed_over"] += removed
         self.routes.heard_from(packet.from_node, self.clock.now())
+        self.routes.succeeded(packet.from_node)
 
     async def _entries_covering(self, ids: list[tuple[int, int]]) -> list[OutboxEntry]:
         entries = []
@@ -512,9 +516,24 @@ class Relay:
 
     # ------------------------------------------------------------------ sending reports
 
-    def _retry_after(self, attempts: int) -> float:
-        base: float = self.timing.custody_timeout_s * 2.0 ** min(attempts - 1, 6)
-        return min(base, self.config.retry_max_s) * self.rng.uniform(0.9, 1.1)
+    def _retry_after_for(self, node: int) -> Callable[[int], float]:
+        # Like TCP's RTO: never retry sooner than 3x the custody round trips measured to this neighbour,
+        # so a busy channel (queueing, contention) does not turn into a storm of premature retries.
+        floor = max(self.timing.custody_timeout_s, 3.0 * self._srtt.get(node, 0.0))
+
+        def retry_after(attempts: int) -> float:
+            base: float = floor * 2.0 ** min(attempts - 1, 6)
+            return min(base, max(self.config.retry_max_s, floor)) * self.rng.uniform(0.9, 1.1)
+
+        return retry_after
+
+    def _measure_rtt(self, key: tuple[int, int], node: int) -> None:
+        sent = self._sent_at.pop(key, None)
+        if sent is None or sent[0] != node:
+            return
+        rtt = self.clock.now() - sent[1]
+        previous = self._srtt.get(node)
+        self._srtt[node] = rtt if previous is None else 0.8 * previous + 0.2 * rtt
 
     async def _send_loop(self) -> None:
         while True:
@@ -569,7 +588,9 @@ class Relay:
             hop_limit = hop.radio_hops if entry.attempts == 0 else max(hop.radio_hops, self.config.neighbour_radio_hops)
             if not await self._transmit(raw, to=hop.node, hop_limit=hop_limit, alert=alert, wait_budget=False):
                 return 5.0
-            await self.store.mark_attempt([entry.key], self._retry_after)
+            await self.store.mark_attempt([entry.key], self._retry_after_for(hop.node))
+            if entry.attempts == 0:  # Karn: time only first transmissions
+                self._sent_at[entry.key] = (hop.node, self.clock.now())
             if entry.attempts > 0:
                 self.routes.failed(hop.node)
                 self.counters["retransmissions"] += 1

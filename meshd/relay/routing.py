@@ -44,6 +44,12 @@ class RouteTable:
         neighbour = self.neighbours.get(node)
         if neighbour is not None:
             neighbour.heard_at = now
+
+    def succeeded(self, node: int) -> None:
+        """It took custody: hearing a neighbour is not enough (relayed broadcasts reach us over links that
+        fail for data), only a completed handover clears its failures."""
+        neighbour = self.neighbours.get(node)
+        if neighbour is not None:
             neighbour.failures = 0
 
     def failed(self, node: int) -> None:
@@ -62,20 +68,26 @@ class RouteTable:
         ]
 
     def my_hops(self, *, uplink_up: bool, now: float) -> int:
+        """Radio links from us to a live uplink (1 = our own): the metric we advertise."""
         if uplink_up:
             return 1
         live = self._live(now)
         if not live:
             return 0
-        best = min(n.uplink_hops for n in live) + 1
+        best = min(self.cost_via(n) for n in live)
         return best if best < UNREACHABLE else 0
+
+    @staticmethod
+    def cost_via(neighbour: Neighbour) -> int:
+        # a neighbour behind relay radios costs one radio link more per relay radio
+        return neighbour.uplink_hops + neighbour.radio_hops + 1
 
     def next_hop(self, now: float, *, exclude: frozenset[int] = frozenset()) -> Neighbour | None:
         """The neighbour closest to an uplink (fewest hops, then fewest failures, then best SNR)."""
         live = [n for n in self._live(now) if n.node not in exclude]
         if not live:
             return None
-        return min(live, key=lambda n: (n.uplink_hops, n.radio_hops, n.failures, -n.snr))
+        return min(live, key=lambda n: (self.cost_via(n), n.radio_hops, n.failures, -n.snr))
 
     def radio_hops_to(self, node: int) -> int:
         neighbour = self.neighbours.get(node)

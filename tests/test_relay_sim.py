@@ -1,0 +1,65 @@
+"""The relay through the real path: five hubs with real RadioLinks on the LoRa simulator (20 % loss per
+link, LongFast airtime, collisions), real SQLite stores; only the last hub has an uplink (an in-memory
+stand-in). 60 reports keep it within a minute here; tests/test_relay_line.py runs 200 over the fake mesh."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections import Counter
+
+from meshd.clock import Clock
+from meshd.config import HubConfig
+from meshd.daemon.hub import Hub
+from meshd.radio.sim import SimNetwork, line_topology
+from meshd.wire.envelope import Kind
+from tests.support.hubs import FakeUplink, provision, running
+from tests.test_relay_crash import TIMING
+from tests.test_relay_line import needs, wait_for
+
+SPEEDUP = 40.0
+
+
+async def _empty(store) -> bool:  # type: ignore[no-untyped-def]
+    return not await store.pending(limit=1)
+
+
+async def test_five_hubs_in_a_lossy_line_deliver_every_report_exactly_once(tmp_path):
+    camps = [1, 2, 3, 4, 5]
+    p = provision(tmp_path, camps)
+    received: Counter[str] = Counter()
+    topology = line_topology(5, loss=0.2, name="relay-line")
+    async with SimNetwork(topology, speedup=SPEEDUP, seed=9, pty=False, record_air=True) as net:
+        clock = Clock(SPEEDUP)
+
+        def config_for(camp: int) -> HubConfig:
+            base = p.config(camp, duty_cycle_pct=100.0)
+            timing = dataclasses.replace(base.timing, **{**TIMING, "speedup": SPEEDUP})
+            radio = dataclasses.replace(base.radio, device=f"tcp://127.0.0.1:{net.radios[camp - 1].tcp_port}")
+            return dataclasses.replace(base, radio=radio, timing=timing)
+
+        hubs = [Hub(config_for(c), clock=clock, serve_status=False) for c in camps]
+        uplink = FakeUplink(hubs[-1], received)
+        hubs[-1].uplink = uplink
+        async with running(hubs):
+            up = asyncio.create_task(uplink.run())
+            try:
+                sent = [
+                    (await hubs[0].relay.originate(Kind.NEEDS, needs(i))).id  # type: ignore[union-attr]
+                    for i in range(60)
+                ]
+                await wait_for(lambda: set(sent) <= set(received), limit_s=150)
+                assert all(received[i] == 1 for i in sent), received.most_common(3)
+
+                # The origin hands every report on and carries none of them any more.
+                origin = hubs[0].store
+                assert origin is not None
+                await wait_for(lambda: _empty(origin), limit_s=60)
+            finally:
+                up.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await up
+        # the reports really crossed four lossy radio hops: the simulator saw losses and our retries
+        assert net.stats.losses > 0
+        assert sum(h.relay.counters["retransmissions"] for h in hubs) > 0  # type: ignore[union-attr]
