@@ -185,6 +185,7 @@ class Hub:
                         pinned_hq_key=self.registry.hq_sign_key,
                         on_broadcast=relay.inject_broadcast,
                         status=self.status_summary,
+                        on_custody=relay.wake,
                     )
                 )
             notifier = SdNotifier.from_env()

@@ -302,7 +302,7 @@ class HubStore:
         """Everything in the outbox (regardless of retry timers), priority order: what an uplink flushes."""
         extra = " AND published = 0" if unpublished_only else ""
         sql = (
-            f"SELECT {self._COLUMNS} FROM outbox WHERE handed_to = 0{extra} ORDER BY priority DESC, origin, seq LIMIT ?"  # noqa: S608 - constant column list
+            f"SELECT {self._COLUMNS} FROM outbox WHERE handed_to = 0{extra} ORDER BY priority DESC, seq LIMIT ?"  # noqa: S608 - constant column list
         )
         rows = await self.db.read(lambda conn: conn.execute(sql, (limit,)).fetchall())
         return [self._entry(r) for r in rows]
@@ -407,11 +407,12 @@ class HubStore:
             conn.executemany("INSERT OR IGNORE INTO seen (origin, seq) VALUES (?, ?)", ids)
             touched = {(o, s) for o, s in ids}
             for origin, seq in touched:
+                # the envelope covering this id starts at the nearest seq at or below it (index on origin, seq)
                 row = conn.execute(
-                    "SELECT seq, n_items FROM outbox WHERE origin = ? AND seq <= ? AND seq + n_items > ?",
-                    (origin, seq, seq),
+                    "SELECT seq, n_items FROM outbox WHERE origin = ? AND seq <= ? ORDER BY seq DESC LIMIT 1",
+                    (origin, seq),
                 ).fetchone()
-                if row is None:
+                if row is None or row[0] + row[1] <= seq:
                     continue
                 start, n_items = row
                 done = conn.execute(
