@@ -87,4 +87,5 @@ def test_korean_lbt_warning_for_presets_over_four_seconds(region, preset, warns)
     message = lbt_warning(config)
     assert (message is not None) == warns
     if warns:
+        assert message is not None
         assert "4 s" in message

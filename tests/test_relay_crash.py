@@ -88,6 +88,7 @@ async def test_kill_9_middle_hub_ten_times_loses_nothing_acknowledged(tmp_path):
             return dataclasses.replace(base, radio=radio, timing=timing)
 
         middle = tmp_path / "middle.toml"
+        assert ports[1] is not None
         middle.write_text(hub_toml(p.config(2), ports[1]))
         log = tmp_path / "middle.log"
         a = Hub(config_for(1), clock=clock)

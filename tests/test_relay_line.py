@@ -14,7 +14,7 @@ from tests.support.fakemesh import FakeMesh
 from tests.support.hubs import FakeUplink, make_hub, provision, running
 
 
-async def wait_for(predicate, limit_s: float, step: float = 0.02) -> None:  # type: ignore[no-untyped-def]
+async def wait_for(predicate, limit_s: float, step: float = 0.02) -> None:
     deadline = asyncio.get_running_loop().time() + limit_s
     while True:
         value = predicate()
@@ -76,4 +76,4 @@ async def test_line_of_five_delivers_each_report_exactly_once(tmp_path, loss):
         finally:
             up_task.cancel()
     if loss:
-        assert sum(h.relay.counters["retransmissions"] for h in hubs) > 0  # type: ignore[union-attr]
+        assert sum(h.relay.counters["retransmissions"] for h in hubs if h.relay is not None) > 0

@@ -42,7 +42,7 @@ async def test_alerts_overtake_needs_and_airtime_stays_within_budget(tmp_path):
             for i in range(60):
                 await a.relay.originate(Kind.NEEDS, needs(i))
             # wait until the budget is what holds the needs back
-            await wait_for(lambda: a.relay.counters["budget_waits"] > 0, limit_s=30)  # type: ignore[union-attr]
+            await wait_for(lambda: a.relay is not None and a.relay.counters["budget_waits"] > 0, limit_s=30)
             frames_before = len(mesh.on_air)
             alert_ids = []
             for _ in range(3):

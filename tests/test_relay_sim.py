@@ -21,7 +21,7 @@ from tests.test_relay_line import needs, wait_for
 SPEEDUP = 40.0
 
 
-async def _empty(store) -> bool:  # type: ignore[no-untyped-def]
+async def _empty(store) -> bool:
     return not await store.pending(limit=1)
 
 
@@ -62,4 +62,4 @@ async def test_five_hubs_in_a_lossy_line_deliver_every_report_exactly_once(tmp_p
                     await up
         # the reports really crossed four lossy radio hops: the simulator saw losses and our retries
         assert net.stats.losses > 0
-        assert sum(h.relay.counters["retransmissions"] for h in hubs) > 0  # type: ignore[union-attr]
+        assert sum(h.relay.counters["retransmissions"] for h in hubs if h.relay is not None) > 0

@@ -86,7 +86,7 @@ class FakeUplink:
 
 
 @contextlib.asynccontextmanager
-async def running(hubs: list[Hub]):  # type: ignore[no-untyped-def]
+async def running(hubs: list[Hub]):
     tasks = [asyncio.create_task(h.run()) for h in hubs]
     try:
         while not all(h.relay is not None for h in hubs):
