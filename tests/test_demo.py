@@ -13,10 +13,10 @@ import pytest
 @pytest.mark.slow
 def test_short_demo_delivers_everything_exactly_once(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "meshd.cli.main", "demo", "--minutes", "1.2", "--no-live", "--out", str(tmp_path)],
+        [sys.executable, "-m", "meshd.cli.main", "demo", "--minutes", "1.5", "--no-live", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=400,
+        timeout=600,
         check=False,
     )
     out = proc.stdout

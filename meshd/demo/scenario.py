@@ -235,7 +235,7 @@ async def run_demo(options: DemoOptions, on_tick: Callable[[Scene], None] | None
             scene.phase = "final flush (bounded)"
             for link in satlinks.values():
                 link.restore()
-            grace = time.monotonic() + max(60.0, total_s * 0.75)
+            grace = time.monotonic() + max(90.0, total_s)
             while time.monotonic() < grace and not await _all_at_hq(scene):
                 _check(tasks)
                 if on_tick is not None:
