@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import logging
 import statistics
 import time
 from collections.abc import Callable
@@ -45,6 +46,7 @@ from meshd.radio.sim import SimNetwork, bundled_topology_path, load_topology
 from meshd.wire.envelope import Envelope
 from meshd.wire.registry import Camp, Registry
 
+log = logging.getLogger(__name__)
 UPLINK_CAMPS = (1, 4)
 UNROSTERED = {"c5-hs1", "c6-hs1"}  # handsets the hubs do not know: their reports arrive "unverified"
 
@@ -363,6 +365,11 @@ async def _summarise(scene: Scene, workdir: Path, registry: Registry) -> DemoRes
         result.airtime_by_kind[kind] = result.airtime_by_kind.get(kind, 0.0) + rec.airtime_s
     air_log.close()
     result.broadcasts_shown = sum(h.broadcasts_shown for h in scene.hubs.values())
+    for camp, hub in sorted(scene.hubs.items()):
+        if hub.relay is not None:
+            log.info("camp %d relay counters: %s", camp, dict(sorted(hub.relay.counters.items())))
+            link_metrics = getattr(hub.relay.radio, "metrics", None)
+            log.info("camp %d radio node !%08x link: %s", camp, hub.relay.radio.my_node or 0, link_metrics)
     return result
 
 
