@@ -14,6 +14,7 @@ import signal
 import sys
 from typing import Any
 
+from meshd.aio import wait_event
 from meshd.errors import ConfigError
 from meshd.radio.airtime import PRESETS
 from meshd.radio.sim.network import SimNetwork
@@ -105,7 +106,7 @@ async def _wait(stop: asyncio.Event, network: SimNetwork, every: float) -> None:
         return
     while not stop.is_set():
         try:
-            await asyncio.wait_for(stop.wait(), timeout=every)
+            await wait_event(stop, every)
         except TimeoutError:
             print(_stats_line(network), flush=True)
 

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshd.aio import wait_event
+
 RECEIPT = re.compile(r"(?:received|접수) #(\d+:\d+)")
 
 # (handset, message): English and Korean, both vocabularies, one protection report, one mistake.
@@ -114,5 +116,5 @@ async def run_script(teams: dict[str, FieldTeam], window_s: float, stop: asyncio
         await asyncio.to_thread(team.send, text)
         sent += 1
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), gap)
+            await wait_event(stop, gap)
     return sent

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+from meshd.aio import wait_event
 from meshd.errors import ConfigError, MeshdError, ShorthandError, TooLargeError
 from meshd.field.roster import Roster, format_node
 from meshd.radio.api import TEXT_PORT, Radio, ReceivedPacket
@@ -355,7 +356,7 @@ class FieldDesk:
             except MeshdError as exc:
                 log.warning("field: delivered receipts: %s", exc)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._delivered_wanted.wait(), every_s)
+                await wait_event(self._delivered_wanted, every_s)
             self._delivered_wanted.clear()
 
     async def _send(self, node: int, text: str) -> bool:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import aiomqtt
 
+from meshd.aio import wait_event
 from meshd.errors import StoreError
 from meshd.hq.config import HQConfig, MqttSection, default_client_id, parse_broker_url
 from meshd.hq.db import HQStore, open_store
@@ -137,7 +138,7 @@ class HQWorker:
                     delay = self.backoff.next()
                     log.info("reconnecting in %.1f s", delay)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), delay)
+                        await wait_event(stop, delay)
         finally:
             if store is not None:
                 await store.close()

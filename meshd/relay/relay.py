@@ -20,6 +20,7 @@ from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
+from meshd.aio import wait_event
 from meshd.clock import Clock
 from meshd.config import RadioSection, RelaySection, TimingSection
 from meshd.errors import MeshdError, ReplayError, SignatureError, UnknownOriginError
@@ -490,8 +491,7 @@ class Relay:
                 await self._send_beacon(hops)
             self._beacon_wanted.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._beacon_wanted.wait(), self.clock.real(self.timing.beacon_min_gap_s))
-
+                await wait_event(self._beacon_wanted, self.clock.real(self.timing.beacon_min_gap_s))
     async def _send_beacon(self, hops: int) -> None:
         now = self.clock.now()
         hop = None if self.uplink_up() else self.routes.next_hop(now)
@@ -540,8 +540,7 @@ class Relay:
             self._wake.clear()
             delay = await self._send_some()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.clock.real(delay))
-
+                await wait_event(self._wake, self.clock.real(delay))
     async def _send_some(self) -> float:
         """Send what is due; returns how long to wait (scenario s) before looking again."""
         if self.radio.state is not LinkState.READY:
