@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 
+@pytest.mark.flaky(reruns=1)  # real-time, six hubs on two cores: see note
 @pytest.mark.slow
 def test_short_demo_delivers_everything_exactly_once(tmp_path: Path) -> None:
     proc = subprocess.run(
