@@ -121,6 +121,7 @@ class Relay:
         self._ack_hops: dict[int, int] = {}
         self._sent_at: dict[tuple[int, int], tuple[int, float]] = {}
         self._srtt: dict[int, float] = {}
+        self._pinned: set[tuple[int, int]] = set()
         self._notice_rounds: dict[tuple[int, int], int] = {}
         self._upstream: dict[int, tuple[int, float]] = {}  # node that handed us reports -> (radio hops, when)
         self._ack_flush: dict[int, asyncio.TimerHandle] = {}
@@ -271,7 +272,11 @@ class Relay:
             self.counters["taken_back"] += 1
             self._wake.set()
         elif held is not None:
-            self.counters["duplicates"] += 1  # a retransmission (our custody notice was lost)
+            self.counters["duplicates"] += 1  # a retransmission (our custody notice was lost), or a loop
+            if packet.from_node != held.from_node:
+                # It came round a loop while we still carry it: the sender drops it on our notice, so a
+                # custody notice still on its way for an earlier send of ours must not make us drop it too.
+                self._pinned.add(held.key)
         else:
             result = await self.store.accept(
                 env,
@@ -314,6 +319,8 @@ class Relay:
             by_key[(origin, seq)].add(seq)
         removed = 0
         for entry in await self._entries_covering(ids):
+            if entry.key in self._pinned:
+                continue  # a notice for a send made before the report came back round a loop
             if entry.handed_to == 0 and all(key in by_key for key in entry.report_keys()):
                 removed += await self.store.hand_over([entry.key], packet.from_node)
                 self._measure_rtt(entry.key, packet.from_node)
@@ -587,6 +594,7 @@ class Relay:
             hop_limit = hop.radio_hops if entry.attempts == 0 else max(hop.radio_hops, self.config.neighbour_radio_hops)
             if not await self._transmit(raw, to=hop.node, hop_limit=hop_limit, alert=alert, wait_budget=False):
                 return 5.0
+            self._pinned.discard(entry.key)  # notices for this send may hand it over again
             await self.store.mark_attempt([entry.key], self._retry_after_for(hop.node))
             if entry.attempts == 0:  # Karn: time only first transmissions
                 self._sent_at[entry.key] = (hop.node, self.clock.now())
