@@ -27,6 +27,18 @@ async def _empty(store) -> bool:
     return not await store.pending(limit=1)
 
 
+async def _diagnose(hubs: list[Hub]) -> str:
+    """What each hub still carries and what its relay did: enough to tell a lost notice from a loop."""
+    lines = []
+    for hub in hubs:
+        assert hub.store is not None
+        assert hub.relay is not None
+        pending = await hub.store.pending(limit=10)
+        carried = [(e.origin, e.seq, e.attempts, e.from_node) for e in pending]
+        lines.append(f"camp {hub.config.hub.camp_id}: carries {carried} counters {dict(hub.relay.counters)}")
+    return "\n".join(lines)
+
+
 @pytest.mark.flaky(reruns=1)  # real-time simulator on two shared cores
 async def test_five_hubs_in_a_lossy_line_deliver_every_report_exactly_once(tmp_path):
     camps = [1, 2, 3, 4, 5]
@@ -52,13 +64,20 @@ async def test_five_hubs_in_a_lossy_line_deliver_every_report_exactly_once(tmp_p
                     (await hubs[0].relay.originate(Kind.NEEDS, needs(i))).id  # type: ignore[union-attr]
                     for i in range(60)
                 ]
-                await wait_for(lambda: set(sent) <= set(received), limit_s=150)
+                try:
+                    await wait_for(lambda: set(sent) <= set(received), limit_s=150)
+                except AssertionError:
+                    missing = [i for i in sent if i not in received]
+                    raise AssertionError(f"not delivered: {missing[:10]}; {await _diagnose(hubs)}") from None
                 assert all(received[i] == 1 for i in sent), received.most_common(3)
 
                 # The origin hands every report on and carries none of them any more.
                 origin = hubs[0].store
                 assert origin is not None
-                await wait_for(lambda: _empty(origin), limit_s=60)
+                try:
+                    await wait_for(lambda: _empty(origin), limit_s=60)
+                except AssertionError:
+                    raise AssertionError(f"origin still carries reports; {await _diagnose(hubs)}") from None
             finally:
                 up.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -223,3 +226,26 @@ def test_damaged_pages_are_detected_and_set_aside(tmp_path: Path) -> None:
         open_database(path)
     [aside] = tmp_path.glob("meshd.db.corrupt-*")
     assert aside.read_bytes() == bytes(data)
+
+
+def test_processes_creating_the_same_store_at_once_both_succeed(tmp_path: Path) -> None:
+    """`meshd send` beside a starting `meshd run`: both may find a new file at version 0. The one that waits
+    for the write lock must see the other's migration, not apply it again ("table meta already exists")."""
+    script = (
+        "import sys, time; from pathlib import Path; from meshd.store.store import open_database\n"
+        "start = float(sys.argv[2])\n"
+        "while time.time() < start: pass\n"
+        "open_database(Path(sys.argv[1])).close()\n"
+    )
+    for attempt in range(6):
+        path = tmp_path / f"camp{attempt}.db"
+        start = f"{time.time() + 1.0}"
+        procs = [
+            subprocess.Popen([sys.executable, "-c", script, str(path), start], stderr=subprocess.PIPE)
+            for _ in range(4)
+        ]
+        errors = [p.communicate(timeout=60)[1].decode() for p in procs]
+        assert all(p.returncode == 0 for p in procs), errors
+        conn = sqlite3.connect(path)
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        conn.close()

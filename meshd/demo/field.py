@@ -7,7 +7,6 @@ The library is threaded and blocking; each team's calls run in a worker thread, 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import threading
 import time
@@ -115,6 +114,5 @@ async def run_script(teams: dict[str, FieldTeam], window_s: float, stop: asyncio
             continue
         await asyncio.to_thread(team.send, text)
         sent += 1
-        with contextlib.suppress(TimeoutError):
-            await wait_event(stop, gap)
+        await wait_event(stop, gap)
     return sent

@@ -16,7 +16,6 @@ loop that hands us packets. The clear text of a sealed report is never logged an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -355,8 +354,7 @@ class FieldDesk:
                 await self.notify_delivered()
             except MeshdError as exc:
                 log.warning("field: delivered receipts: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await wait_event(self._delivered_wanted, every_s)
+            await wait_event(self._delivered_wanted, every_s)
             self._delivered_wanted.clear()
 
     async def _send(self, node: int, text: str) -> bool:

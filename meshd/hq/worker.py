@@ -137,8 +137,7 @@ class HQWorker:
                 if not stop.is_set():
                     delay = self.backoff.next()
                     log.info("reconnecting in %.1f s", delay)
-                    with contextlib.suppress(TimeoutError):
-                        await wait_event(stop, delay)
+                    await wait_event(stop, delay)
         finally:
             if store is not None:
                 await store.close()

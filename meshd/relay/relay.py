@@ -424,8 +424,9 @@ class Relay:
         self._ack_hops[node] = max(self._ack_hops.get(node, 0), radio_hops, self.routes.radio_hops_to(node))
         if node not in self._ack_flush:
             loop = asyncio.get_running_loop()
+            # the coroutine is made when the timer fires, so a timer cancelled at shutdown leaves none unawaited
             self._ack_flush[node] = loop.call_later(
-                self.clock.real(self.timing.custody_ack_delay_s), self._spawn, self._send_custody_ack(node)
+                self.clock.real(self.timing.custody_ack_delay_s), lambda: self._spawn(self._send_custody_ack(node))
             )
 
     def _spawn(self, coro: Awaitable[None]) -> None:
@@ -497,8 +498,8 @@ class Relay:
             ):
                 await self._send_beacon(hops)
             self._beacon_wanted.clear()
-            with contextlib.suppress(TimeoutError):
-                await wait_event(self._beacon_wanted, self.clock.real(self.timing.beacon_min_gap_s))
+            await wait_event(self._beacon_wanted, self.clock.real(self.timing.beacon_min_gap_s))
+
     async def _send_beacon(self, hops: int) -> None:
         now = self.clock.now()
         hop = None if self.uplink_up() else self.routes.next_hop(now)
@@ -546,8 +547,8 @@ class Relay:
         while True:
             self._wake.clear()
             delay = await self._send_some()
-            with contextlib.suppress(TimeoutError):
-                await wait_event(self._wake, self.clock.real(delay))
+            await wait_event(self._wake, self.clock.real(delay))
+
     async def _send_some(self) -> float:
         """Send what is due; returns how long to wait (scenario s) before looking again."""
         if self.radio.state is not LinkState.READY:

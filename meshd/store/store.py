@@ -59,7 +59,7 @@ def open_database(path: Path) -> sqlite3.Connection:
             "Start again to create a fresh store; keep the old file for recovery."
         )
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(conn)
         conn.execute("PRAGMA synchronous=FULL")  # acknowledged means on disk (DESIGN.md section 3)
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=10000")
@@ -68,6 +68,25 @@ def open_database(path: Path) -> sqlite3.Connection:
         conn.close()
         raise StoreError(f"cannot prepare store {path}: {exc}") from None
     return conn
+
+
+def _enable_wal(conn: sqlite3.Connection, limit_s: float = 10.0) -> None:
+    """Switch to WAL. SQLite does not run the busy handler for this switch, so a second process opening a
+    new store at the same moment (`meshd send` beside a starting `meshd run`) gets "database is locked"
+    at once; the mode is persistent, so wait until one of them has switched it."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        try:
+            mode = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+        else:
+            if mode.lower() == "wal":
+                return
+            if time.monotonic() > deadline:
+                raise sqlite3.OperationalError(f"journal mode stays {mode!r}, WAL is needed")
+        time.sleep(0.02)  # opening happens once, before the store's writer thread starts
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -79,10 +98,15 @@ def migrate(conn: sqlite3.Connection) -> int:
             "upgrade meshd instead of downgrading"
         )
     while version < SCHEMA_VERSION:
-        script = MIGRATIONS[version]
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in split_statements(script):
+            # Another process (`meshd send` beside `meshd run`) may have migrated while we waited for the
+            # write lock: read the version again under it, or both would apply the same migration.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version >= SCHEMA_VERSION:
+                conn.execute("COMMIT")
+                break
+            for statement in split_statements(MIGRATIONS[version]):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {version + 1}")
             conn.execute("COMMIT")
