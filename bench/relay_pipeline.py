@@ -11,14 +11,15 @@ Rows of the table (each the best of R runs; the machine is shared, so the best r
 - "Ed25519 verify (bare)": `Ed25519PublicKey.verify` on the same envelopes, keys parsed and signed bytes
   prepared in advance: the floor cost of any honest receive path.
 - "Envelope.from_bytes", "registry.verify_envelope", "codec.unbatch": each step alone.
-- "HubStore.accept ×1": one accept per commit (what a strictly sequential caller gets: one fsync each);
-  "HubStore.accept ×64": 64 accepts in flight, so the single writer groups them under one commit.
+- "HubStore.receive ×1": one receive per commit (what a strictly sequential caller gets: one fsync each);
+  "HubStore.receive ×64": 64 in flight, so the single writer groups them under one commit.
 - "relay pipeline": the real hub path. Every envelope is delivered as a `ReceivedPacket` (a direct packet
   from one of 4 neighbour radios, as custody hand-overs arrive) into the event queue of a running `Relay`
-  (`Relay.run()`: `_event_loop` → `_on_packet` → from_bytes → verify_envelope → unbatch → replay window →
-  `store.get` → `store.accept` with group commit → custody notice queued). Timed from the first delivery to
-  the last envelope accounted for (accepted or counted as duplicate); the custody notices it then sends
-  (signed, batched per neighbour) are included in the CPU figure only if they fall inside that window.
+  (`Relay.run()`: `_event_loop` → up to 64 concurrent `_on_packet` → from_bytes → verify_envelope →
+  unbatch → replay window → `store.receive` (one write: held? seen? delivered? store) with group commit →
+  custody notice queued). Timed from the first delivery to the last envelope accounted for (accepted or
+  counted as duplicate); the custody notices it then sends (signed, batched per neighbour) are included in
+  the CPU figure only if they fall inside that window.
 - "steps, 64 in flight": the same steps called directly with 64 envelopes in flight, what the relay would
   reach if it handled received packets concurrently.
 
@@ -52,7 +53,7 @@ from meshd.clock import Clock
 from meshd.config import RadioSection, RelaySection
 from meshd.radio.api import BROADCAST, LinkState, LinkStateChanged, Priority, RadioEvent, ReceivedPacket
 from meshd.relay.relay import Relay, RelayTiming
-from meshd.store.hub import HubStore
+from meshd.store.hub import AcceptResult, HubStore
 from meshd.wire import codec
 from meshd.wire.envelope import Envelope, Kind, sign
 from meshd.wire.registry import Camp, Registry
@@ -225,13 +226,13 @@ async def store_rows(work: Workload, root: Path) -> list[Row]:
 
         async def accept_one_by_one() -> None:
             for env in parsed:
-                await store.accept(env, priority=3, carry=True, force=True)
+                await store.receive(env, n_items=1, priority=3, expiry_s=3600, from_node=1)
 
         async def get_one_by_one() -> None:
             for env in parsed:
                 await store.get(env.origin, env.seq)
 
-        rows.append(await atimed("HubStore.accept ×1 (one commit each)", len(parsed), accept_one_by_one))
+        rows.append(await atimed("HubStore.receive ×1 (one commit each)", len(parsed), accept_one_by_one))
         rows.append(await atimed("HubStore.get ×1 (read, one by one)", len(parsed), get_one_by_one))
     remove_db(path)
     path = root / "accept64.db"
@@ -240,9 +241,11 @@ async def store_rows(work: Workload, root: Path) -> list[Row]:
         async def accept_in_flight() -> None:
             for start in range(0, len(parsed), IN_FLIGHT):
                 chunk = parsed[start : start + IN_FLIGHT]
-                await asyncio.gather(*(store.accept(e, priority=3, carry=True, force=True) for e in chunk))
+                await asyncio.gather(
+                    *(store.receive(e, n_items=1, priority=3, expiry_s=3600, from_node=1) for e in chunk)
+                )
 
-        name = f"HubStore.accept ×{IN_FLIGHT} in flight (group commit)"
+        name = f"HubStore.receive ×{IN_FLIGHT} in flight (group commit)"
         rows.append(await atimed(name, len(parsed), accept_in_flight))
     remove_db(path)
     return rows
@@ -259,9 +262,8 @@ async def direct_steps(work: Workload, root: Path, in_flight: int) -> Row:
             env = Envelope.from_bytes(raw)
             registry.verify_envelope(env)
             reports = codec.unbatch(env)
-            if await store.get(env.origin, env.seq) is None:
-                await store.accept(env, n_items=len(reports), priority=3, carry=True, force=True)
-                accepted += 1
+            result, _ = await store.receive(env, n_items=len(reports), priority=3, expiry_s=3600, from_node=1)
+            accepted += result == AcceptResult.NEW
 
         async def run() -> None:
             stream = work.envelopes

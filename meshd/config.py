@@ -62,8 +62,8 @@ class TimingSection:
     custody_timeout_s: float = 20.0
     beacon_interval_s: float = 900.0
     beacon_min_gap_s: float = 20.0
-    notice_interval_s: float = 60.0
-    batch_wait_s: float = 5.0
+    notice_interval_s: float = 300.0
+    batch_wait_s: float = 60.0
     maintenance_s: float = 300.0
 
 

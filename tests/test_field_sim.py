@@ -51,7 +51,7 @@ async def field_desk_for(hub: Hub, roster: Roster) -> AsyncIterator[FieldDesk]:
     assert store is not None
     desk = FieldDesk(CAMP, relay, store, relay.radio, roster, per_sender_per_hour=30, last_uplink=lambda: None)
     hub.text_handler = desk.handle_text
-    relay.on_delivered = desk.delivered_soon
+    store.on_delivered = desk.delivered_soon
     task = asyncio.create_task(desk.run(delivered_every_s=0.5))
     try:
         yield desk

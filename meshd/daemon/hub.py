@@ -171,7 +171,7 @@ class Hub:
             )
             self.field_desk = desk
             self.text_handler = desk.handle_text
-            relay.on_delivered = desk.delivered_soon
+            store.on_delivered = desk.delivered_soon
             relay.on_broadcast = self._announce_broadcast
             if self.config.uplink.url:
                 from meshd.uplink.bridge import UplinkBridge  # noqa: PLC0415 - optional component

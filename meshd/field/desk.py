@@ -154,7 +154,7 @@ class FieldDesk:
     """Turns field text messages into stored reports and answers the sender.
 
     Wire-up: give the relay `desk.handle_text` as its text handler, call `desk.delivered_soon()` from the
-    relay's `on_delivered`, and run `desk.run()` in the hub's task group (it sends the replies and the
+    store's `on_delivered`, and run `desk.run()` in the hub's task group (it sends the replies and the
     delivered receipts).
     """
 
@@ -335,7 +335,7 @@ class FieldDesk:
             group.create_task(self._delivered_loop(delivered_every_s), name="field-delivered")
 
     def delivered_soon(self) -> None:
-        """Custody news arrived (the relay's `on_delivered`): look for receipts to send now."""
+        """Custody news arrived (the store's `on_delivered`): look for receipts to send now."""
         self._delivered_wanted.set()
 
     async def _reply_loop(self) -> None:

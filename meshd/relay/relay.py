@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 CARRIED_KINDS = (Kind.NEEDS, Kind.ALERT, Kind.SEALED, Kind.BATCH)
 BATCHABLE = (Kind.NEEDS, Kind.ALERT, Kind.SEALED)
 CONTROL_SEQ = 0  # custody/delivered/beacon notices are not reports: they carry no report id
+RECEIVE_IN_FLIGHT = 64  # received envelopes handled at once (their store writes share commits)
 NOTICE_ROUNDS = 3  # times a Delivered id is repeated to outer neighbours until one is heard passing it on
 
 
@@ -61,8 +62,8 @@ class RelayTiming:
     custody_timeout_s: float = 20.0  # beyond the airtime of frame + notice; retry after this, backing off
     beacon_interval_s: float = 900.0
     beacon_min_gap_s: float = 20.0
-    notice_interval_s: float = 60.0
-    batch_wait_s: float = 5.0  # let a burst of field reports gather into one batch (not for alerts)
+    notice_interval_s: float = 300.0
+    batch_wait_s: float = 60.0  # let a burst of field reports gather into one batch (not for alerts)
     maintenance_s: float = 300.0
 
     @classmethod
@@ -94,7 +95,6 @@ class Relay:
         uplink_up: Callable[[], bool] = lambda: False,
         on_text: Callable[[ReceivedPacket], Awaitable[None]] | None = None,
         on_broadcast: Callable[[Envelope], Awaitable[None]] | None = None,
-        on_delivered: Callable[[], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.camp_id = camp_id
@@ -109,7 +109,6 @@ class Relay:
         self.uplink_up = uplink_up
         self.on_text = on_text
         self.on_broadcast = on_broadcast
-        self.on_delivered = on_delivered
         self.rng = rng or random.Random()
         self.preset = airtime.preset(radio_config.preset)
         self.budget = AirtimeBudget.from_duty_cycle(relay_config.duty_cycle_pct, relay_config.alert_reserve_pct)
@@ -142,7 +141,7 @@ class Relay:
         self._highest = await self.store.highest_seen()
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._event_loop(), name="relay-events")
+                group.create_task(self._event_loop(group), name="relay-events")
                 group.create_task(self._send_loop(), name="relay-send")
                 group.create_task(self._beacon_loop(), name="relay-beacon")
                 group.create_task(self._notice_loop(), name="relay-notices")
@@ -190,9 +189,19 @@ class Relay:
 
     # ------------------------------------------------------------------ receiving
 
-    async def _event_loop(self) -> None:
+    async def _event_loop(self, group: asyncio.TaskGroup) -> None:
+        # Envelopes from other hubs are handled concurrently (up to RECEIVE_IN_FLIGHT): each waits for its
+        # store write to be on disk before its custody notice, and the store's single writer commits the
+        # waiting writes together, so a burst pays one fsync per group instead of one per envelope.
+        slots = asyncio.Semaphore(RECEIVE_IN_FLIGHT)
         while True:
             event = await self.radio.next_event()
+            if isinstance(event, ReceivedPacket) and event.portnum == self.radio_config.portnum:
+                await slots.acquire()
+                # in the relay's TaskGroup: a bug in handling still stops the hub loudly, as it did inline
+                task = group.create_task(self._handle_envelope(event))
+                task.add_done_callback(lambda _: slots.release())
+                continue
             try:
                 if isinstance(event, ReceivedPacket):
                     await self._on_packet(event)
@@ -204,6 +213,13 @@ class Relay:
             except MeshdError as exc:
                 self.counters["errors"] += 1
                 log.warning("relay: %s", exc)
+
+    async def _handle_envelope(self, packet: ReceivedPacket) -> None:
+        try:
+            await self._on_packet(packet)
+        except MeshdError as exc:
+            self.counters["errors"] += 1
+            log.warning("relay: %s", exc)
 
     async def _on_packet(self, packet: ReceivedPacket) -> None:
         if packet.portnum == TEXT_PORT:
@@ -262,37 +278,30 @@ class Relay:
             self.counters["unknown_origin"] += 1
         priority = priority_of(env) if known else Prio.UNKNOWN_ORIGIN
         n_items = len(reports)
-        held = await self.store.get(env.origin, env.seq)
-        if held is not None and held.handed_to != 0:
+        result, held_from = await self.store.receive(
+            env,
+            n_items=n_items,
+            priority=int(priority),
+            expiry_s=int(self.config.expiry_h * 3600),
+            from_node=packet.from_node,
+        )
+        if result == AcceptResult.TAKEN_BACK:
             # We handed it on and it comes back: a loop while routes change, or a retransmission whose custody
             # notice was lost after we passed it on. Either way carry it again: the custody invariant (someone
             # carries every report until HQ has it) matters more than the airtime of an occasional duplicate,
             # which HQ removes.
-            await self.store.take_back(held.key)
             self.counters["taken_back"] += 1
             self._wake.set()
-        elif held is not None:
+        elif result == AcceptResult.NEW:
+            self.counters["accepted"] += 1
+            self._highest[env.origin] = max(self._highest.get(env.origin, -1), env.seq + n_items - 1)
+            self._wake.set()
+        else:
             self.counters["duplicates"] += 1  # a retransmission (our custody notice was lost), or a loop
-            if packet.from_node != held.from_node:
+            if result == AcceptResult.DUPLICATE and packet.from_node != held_from:
                 # It came round a loop while we still carry it: the sender drops it on our notice, so a
                 # custody notice still on its way for an earlier send of ours must not make us drop it too.
-                self._pinned.add(held.key)
-        else:
-            result = await self.store.accept(
-                env,
-                n_items=n_items,
-                priority=int(priority),
-                expiry_s=int(self.config.expiry_h * 3600),
-                carry=True,
-                force=True,
-                from_node=packet.from_node,
-            )
-            if result == AcceptResult.NEW:
-                self.counters["accepted"] += 1
-                self._highest[env.origin] = max(highest, env.seq + n_items - 1)
-                self._wake.set()
-            else:
-                self.counters["duplicates"] += 1
+                self._pinned.add((env.origin, env.seq))
         if packet.to_node != BROADCAST:
             self._upstream[packet.from_node] = (packet.hops_away, self.clock.now())
             # custody: we hold it durably now (or HQ does): the sender may drop its copy
@@ -347,10 +356,8 @@ class Relay:
                 self._notice_rounds.pop(key, None)
         # Pass the news outward (away from the uplinks) so origin hubs far away learn it too; a hub with no
         # neighbour farther from the uplink than itself is at the edge and stays quiet.
-        new = await self.store.mark_delivered(ids, published=False, notify=self._has_outer_neighbours())
+        new = await self.store.mark_delivered(ids, published=False)
         self.counters["delivered_learnt"] += new
-        if new and self.on_delivered is not None:
-            self.on_delivered()
 
     def _outer_neighbours(self) -> list[int]:
         """Radio hops to each neighbour farther from the uplinks than us (who may need our notices)."""
@@ -462,8 +469,6 @@ class Relay:
         while True:
             await self.clock.sleep(self.timing.notice_interval_s)
             fresh = await self.store.take_unnotified(limit=400)
-            if fresh and self.on_delivered is not None:
-                self.on_delivered()
             if not self._outer_neighbours():
                 self._notice_rounds.clear()
                 continue
@@ -591,8 +596,11 @@ class Relay:
                 if alert:
                     return max(self.budget.wait_s(cost, self.clock.now(), alert=True), 1.0)
                 continue  # an alert further down may still fit the reserve
-            # a retry may take the long way: a direct link that carried a beacon can be too weak for data
-            hop_limit = hop.radio_hops if entry.attempts == 0 else max(hop.radio_hops, self.config.neighbour_radio_hops)
+            # A second retry may take the long way (a direct link that carried a beacon can be too weak for
+            # data); not the first: every radio that hears a frame with hops left repeats it, which costs more
+            # airtime than the retry itself, and most first retries only replace a frame lost to noise.
+            long_way = entry.attempts >= 2
+            hop_limit = max(hop.radio_hops, self.config.neighbour_radio_hops) if long_way else hop.radio_hops
             if not await self._transmit(raw, to=hop.node, hop_limit=hop_limit, alert=alert, wait_budget=False):
                 return 5.0
             self._pinned.discard(entry.key)  # notices for this send may hand it over again

@@ -50,6 +50,7 @@ class AcceptResult:
     NEW = "new"
     DUPLICATE = "duplicate"
     DELIVERED = "delivered"  # new to us, but HQ already has it: nothing to carry
+    TAKEN_BACK = "taken_back"  # we had handed it on and it came back: carried again
 
 
 class HubStore:
@@ -62,6 +63,9 @@ class HubStore:
         self.clock = clock
         self.session = new_session_id()
         self.passive = passive
+        # called after a commit that recorded new delivered ids, whoever learnt them (our uplink's PUBACK or
+        # a neighbour's notice): the field desk sends its "delivered to HQ" receipts then
+        self.on_delivered: Callable[[], None] | None = None
 
     async def __aenter__(self) -> Self:
         await self.db.__aenter__()
@@ -198,21 +202,16 @@ class HubStore:
         priority: int,
         expiry_s: int = 72 * 3600,
         carry: bool = True,
-        force: bool = False,
         from_node: int = 0,
     ) -> str:
-        """Store an envelope heard from another hub unless every report in it was seen before.
-
-        `force`: carry it even if seen before, as long as HQ does not have it yet and we do not hold it:
-        a report handed on and then handed back (routes changed) must not be dropped as a duplicate.
-        """
+        """Store an envelope unless every report in it was seen before (the relay uses `receive`)."""
         now = self.clock()
         keys = [(env.origin, env.seq + i) for i in range(n_items)]
 
         def op(conn: sqlite3.Connection) -> str:
             before = conn.total_changes
             conn.executemany("INSERT OR IGNORE INTO seen (origin, seq) VALUES (?, ?)", keys)
-            if conn.total_changes == before and not force:
+            if conn.total_changes == before:
                 self._bump(conn, "duplicates", 1)
                 return AcceptResult.DUPLICATE
             delivered = conn.execute(
@@ -227,6 +226,56 @@ class HubStore:
                 )
             self._bump(conn, "accepted", 1)
             return AcceptResult.NEW
+
+        return await self.db.write(op)
+
+    async def receive(
+        self,
+        env: Envelope,
+        *,
+        n_items: int,
+        priority: int,
+        expiry_s: int,
+        from_node: int,
+    ) -> tuple[str, int]:
+        """Everything the relay decides about an envelope from another hub, in one write (so two copies
+        arriving at once cannot both be taken as new). Returns (result, from_node of the copy we hold):
+
+        - TAKEN_BACK: we had handed it on and it came back (a loop while routes change, or a retransmission
+          whose custody notice was lost): we carry it again, retried at once.
+        - DUPLICATE: we still carry it (the second value says from whom we got it), or it was seen before
+          and we do not hold it.
+        - DELIVERED: HQ already has every report in it; nothing to carry.
+        - NEW: stored and carried.
+        """
+        now = self.clock()
+        keys = [(env.origin, env.seq + i) for i in range(n_items)]
+
+        def op(conn: sqlite3.Connection) -> tuple[str, int]:
+            held = conn.execute(
+                "SELECT handed_to, from_node FROM outbox WHERE origin = ? AND seq = ?", (env.origin, env.seq)
+            ).fetchone()
+            if held is not None and held[0] != 0:
+                conn.execute(
+                    "UPDATE outbox SET handed_to = 0, attempts = 0, next_attempt = 0 WHERE origin = ? AND seq = ?",
+                    (env.origin, env.seq),
+                )
+                return AcceptResult.TAKEN_BACK, int(held[1])
+            if held is not None:
+                self._bump(conn, "duplicates", 1)
+                return AcceptResult.DUPLICATE, int(held[1])
+            conn.executemany("INSERT OR IGNORE INTO seen (origin, seq) VALUES (?, ?)", keys)
+            delivered = conn.execute(
+                "SELECT COUNT(*) FROM delivered WHERE origin = ? AND seq BETWEEN ? AND ?",
+                (env.origin, env.seq, env.seq + n_items - 1),
+            ).fetchone()[0]
+            if delivered == n_items:
+                return AcceptResult.DELIVERED, 0
+            # seen before but neither held nor delivered: handed on and then handed back to us by a hub whose
+            # routes changed; carrying it again keeps the rule that someone carries every report until HQ has it
+            self._insert_outbox(conn, env, n_items, priority, now, local=False, expiry_s=expiry_s, from_node=from_node)
+            self._bump(conn, "accepted", 1)
+            return AcceptResult.NEW, from_node
 
         return await self.db.write(op)
 
@@ -352,14 +401,6 @@ class HubStore:
 
         return await self.db.write(op)
 
-    async def take_back(self, key: tuple[int, int]) -> None:
-        """The hub we handed it to gave it back (its routes changed): carry it again."""
-        await self.db.write(
-            lambda conn: conn.execute(
-                "UPDATE outbox SET handed_to = 0, attempts = 0, next_attempt = 0 WHERE origin = ? AND seq = ?", key
-            )
-        )
-
     async def remove(self, keys: Iterable[tuple[int, int]]) -> int:
         keys = list(keys)
 
@@ -387,34 +428,36 @@ class HubStore:
     # ------------------------------------------------------------ custody
 
     async def mark_delivered(
-        self, ids: Iterable[tuple[int, int]], *, published: bool = False, notify: bool | None = None
+        self, ids: Iterable[tuple[int, int]], *, published: bool = False, notify: bool = True
     ) -> int:
         """Record report ids HQ has; drop outbox envelopes whose every report is delivered. Returns new ids.
 
-        `published=True` means this hub's own uplink got the PUBACK. `notify` says whether this hub should
-        pass the news on in its next Delivered notice (default: only what it published itself).
+        `published=True` means this hub's own uplink got the PUBACK. With `notify`, the ids this hub carried
+        by radio (got from another hub, or handed to one) are queued for its next Delivered notice: only the
+        hubs on a report's path can still hold it, so only they pass the news on.
         """
-        tell = published if notify is None else notify
         ids = list(ids)
 
         def op(conn: sqlite3.Connection) -> int:
+            covering: dict[tuple[int, int], tuple[int, int, int, int]] = {}
+            for origin, seq in set(ids):
+                # the envelope covering this id starts at the nearest seq at or below it (index on origin, seq)
+                row = conn.execute(
+                    "SELECT seq, n_items, from_node, handed_to FROM outbox WHERE origin = ? AND seq <= ?"
+                    " ORDER BY seq DESC LIMIT 1",
+                    (origin, seq),
+                ).fetchone()
+                if row is not None and row[0] + row[1] > seq:
+                    covering[(origin, seq)] = row
+            tell = {key for key, row in covering.items() if notify and (row[2] != 0 or row[3] != 0)}
             before = conn.total_changes
             conn.executemany(
                 "INSERT OR IGNORE INTO delivered (origin, seq, notified) VALUES (?, ?, ?)",
-                [(o, s, 0 if tell else 1) for o, s in ids],
+                [(o, s, 0 if (o, s) in tell else 1) for o, s in ids],
             )
             new = conn.total_changes - before
             conn.executemany("INSERT OR IGNORE INTO seen (origin, seq) VALUES (?, ?)", ids)
-            touched = {(o, s) for o, s in ids}
-            for origin, seq in touched:
-                # the envelope covering this id starts at the nearest seq at or below it (index on origin, seq)
-                row = conn.execute(
-                    "SELECT seq, n_items FROM outbox WHERE origin = ? AND seq <= ? ORDER BY seq DESC LIMIT 1",
-                    (origin, seq),
-                ).fetchone()
-                if row is None or row[0] + row[1] <= seq:
-                    continue
-                start, n_items = row
+            for (origin, _), (start, n_items, _, _) in covering.items():
                 done = conn.execute(
                     "SELECT COUNT(*) FROM delivered WHERE origin = ? AND seq BETWEEN ? AND ?",
                     (origin, start, start + n_items - 1),
@@ -425,7 +468,10 @@ class HubStore:
                 self._bump(conn, "published", new)
             return new
 
-        return await self.db.write(op)
+        new: int = await self.db.write(op)
+        if new and self.on_delivered is not None:
+            self.on_delivered()
+        return new
 
     async def mark_published(self, key: tuple[int, int]) -> None:
         await self.db.write(

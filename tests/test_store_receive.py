@@ -1,0 +1,77 @@
+"""HubStore.receive (the relay's one-write decision about an envelope from another hub) and which delivered
+ids a hub passes on in its Delivered notices (only the ones it carried by radio)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from meshd.store.hub import AcceptResult, HubStore
+from meshd.wire.envelope import Envelope, Kind
+
+NEIGHBOUR = 0x0A0A0001
+OTHER = 0x0A0A0002
+
+
+def env(origin: int, seq: int) -> Envelope:
+    return Envelope(origin, seq, Kind.NEEDS, b"\x08\x02")
+
+
+async def receive(store: HubStore, e: Envelope, from_node: int = NEIGHBOUR) -> tuple[str, int]:
+    return await store.receive(e, n_items=1, priority=20, expiry_s=3600, from_node=from_node)
+
+
+async def test_copies_arriving_at_once_are_stored_once(tmp_path: Path) -> None:
+    async with HubStore(tmp_path / "s.db") as store:
+        results = await asyncio.gather(*(receive(store, env(7, 1), NEIGHBOUR + i) for i in range(8)))
+        assert sorted(r for r, _ in results).count(AcceptResult.NEW) == 1
+        assert [r for r, _ in results].count(AcceptResult.DUPLICATE) == 7
+        assert len(await store.pending()) == 1
+
+
+async def test_duplicate_says_whom_we_got_it_from(tmp_path: Path) -> None:
+    async with HubStore(tmp_path / "s.db") as store:
+        assert await receive(store, env(7, 1), NEIGHBOUR) == (AcceptResult.NEW, NEIGHBOUR)
+        assert await receive(store, env(7, 1), OTHER) == (AcceptResult.DUPLICATE, NEIGHBOUR)
+
+
+async def test_a_report_handed_on_that_comes_back_is_carried_again(tmp_path: Path) -> None:
+    async with HubStore(tmp_path / "s.db") as store:
+        await receive(store, env(7, 1))
+        await store.mark_attempt([(7, 1)], lambda _: 999.0)
+        assert await store.hand_over([(7, 1)], OTHER) == 1
+        assert await store.pending() == []
+        result, _ = await receive(store, env(7, 1), OTHER)
+        assert result == AcceptResult.TAKEN_BACK
+        (entry,) = await store.due()
+        assert (entry.key, entry.handed_to, entry.attempts) == ((7, 1), 0, 0)
+
+
+async def test_a_delivered_report_is_not_carried_again(tmp_path: Path) -> None:
+    async with HubStore(tmp_path / "s.db") as store:
+        await store.mark_delivered([(7, 1)])
+        assert (await receive(store, env(7, 1)))[0] == AcceptResult.DELIVERED
+        assert await store.pending() == []
+
+
+async def test_only_ids_carried_by_radio_go_into_delivered_notices(tmp_path: Path) -> None:
+    async with HubStore(tmp_path / "s.db") as store:
+        await receive(store, env(7, 1))  # relayed for another hub: the hubs before us may hold it
+        own = (await store.originate(3, lambda seq: env(3, seq), priority=20)).seq  # ours, never sent by radio
+        handed = (await store.originate(3, lambda seq: env(3, seq), priority=20)).seq  # ours, handed on
+        await store.hand_over([(3, handed)], NEIGHBOUR)
+        # (9, 1) we never held: some other path carried it
+        ids = [(7, 1), (3, own), (3, handed), (9, 1)]
+        assert await store.mark_delivered(ids) == 4
+        assert sorted(await store.take_unnotified()) == sorted([(7, 1), (3, handed)])
+        assert await store.take_unnotified() == []
+        assert all([await store.is_delivered(*key) for key in ids])
+        assert await store.pending() == []
+
+
+async def test_delivered_without_notify_tells_nobody(tmp_path: Path) -> None:
+    async with HubStore(tmp_path / "s.db") as store:
+        await receive(store, env(7, 1))
+        await store.mark_delivered([(7, 1)], notify=False)
+        assert await store.take_unnotified() == []
+        assert await store.is_delivered(7, 1)
