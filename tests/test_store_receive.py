@@ -75,3 +75,29 @@ async def test_delivered_without_notify_tells_nobody(tmp_path: Path) -> None:
         await store.mark_delivered([(7, 1)], notify=False)
         assert await store.take_unnotified() == []
         assert await store.is_delivered(7, 1)
+
+
+async def test_a_retransmission_of_a_delivered_report_puts_it_in_the_next_notice_again(tmp_path: Path) -> None:
+    """The sender evidently missed our Delivered notice (it still carries the report): tell it again."""
+    async with HubStore(tmp_path / "s.db") as store:
+        await receive(store, env(7, 1))
+        await store.mark_delivered([(7, 1)])
+        assert await store.take_unnotified() == [(7, 1)]
+        assert (await receive(store, env(7, 1)))[0] == AcceptResult.DELIVERED
+        assert await store.take_unnotified() == [(7, 1)]
+
+
+async def test_our_report_sent_once_without_custody_is_in_the_notice(tmp_path: Path) -> None:
+    """We sent it and the custody notice was lost: the neighbour may carry it, so it must hear of delivery."""
+    async with HubStore(tmp_path / "s.db") as store:
+        seq = (await store.originate(3, lambda seq: env(3, seq), priority=20)).seq
+        await store.mark_attempt([(3, seq)], lambda _: 999.0)
+        await store.mark_delivered([(3, seq)], published=True)
+        assert await store.take_unnotified() == [(3, seq)]
+
+
+async def test_taken_back_names_the_hub_we_had_handed_it_to(tmp_path: Path) -> None:
+    async with HubStore(tmp_path / "s.db") as store:
+        await receive(store, env(7, 1), NEIGHBOUR)
+        await store.hand_over([(7, 1)], OTHER)
+        assert await receive(store, env(7, 1), NEIGHBOUR) == (AcceptResult.TAKEN_BACK, OTHER)

@@ -121,6 +121,9 @@ class Relay:
         self._sent_at: dict[tuple[int, int], tuple[int, float]] = {}
         self._srtt: dict[int, float] = {}
         self._pinned: set[tuple[int, int]] = set()
+        # reports whose `store.receive` is in flight: a custody notice handled meanwhile must not hand them over
+        # (the report may be coming back to us, which only the store write will tell)
+        self._receiving: set[tuple[int, int]] = set()
         self._notice_rounds: dict[tuple[int, int], int] = {}
         self._upstream: dict[int, tuple[int, float]] = {}  # node that handed us reports -> (radio hops, when)
         self._ack_flush: dict[int, asyncio.TimerHandle] = {}
@@ -278,30 +281,39 @@ class Relay:
             self.counters["unknown_origin"] += 1
         priority = priority_of(env) if known else Prio.UNKNOWN_ORIGIN
         n_items = len(reports)
-        result, held_from = await self.store.receive(
-            env,
-            n_items=n_items,
-            priority=int(priority),
-            expiry_s=int(self.config.expiry_h * 3600),
-            from_node=packet.from_node,
-        )
-        if result == AcceptResult.TAKEN_BACK:
-            # We handed it on and it comes back: a loop while routes change, or a retransmission whose custody
-            # notice was lost after we passed it on. Either way carry it again: the custody invariant (someone
-            # carries every report until HQ has it) matters more than the airtime of an occasional duplicate,
-            # which HQ removes.
-            self.counters["taken_back"] += 1
-            self._wake.set()
-        elif result == AcceptResult.NEW:
-            self.counters["accepted"] += 1
-            self._highest[env.origin] = max(self._highest.get(env.origin, -1), env.seq + n_items - 1)
-            self._wake.set()
-        else:
-            self.counters["duplicates"] += 1  # a retransmission (our custody notice was lost), or a loop
-            if result == AcceptResult.DUPLICATE and packet.from_node != held_from:
-                # It came round a loop while we still carry it: the sender drops it on our notice, so a
-                # custody notice still on its way for an earlier send of ours must not make us drop it too.
-                self._pinned.add((env.origin, env.seq))
+        key = (env.origin, env.seq)
+        self._receiving.add(key)
+        try:
+            result, holder = await self.store.receive(
+                env,
+                n_items=n_items,
+                priority=int(priority),
+                expiry_s=int(self.config.expiry_h * 3600),
+                from_node=packet.from_node,
+            )
+            if result == AcceptResult.TAKEN_BACK:
+                # We handed it on and it comes back: a loop while routes change, or a retransmission whose
+                # custody notice was lost after we passed it on. Either way carry it again: the custody
+                # invariant (someone carries every report until HQ has it) matters more than the airtime of an
+                # occasional duplicate, which HQ removes.
+                self.counters["taken_back"] += 1
+                if packet.from_node != holder:
+                    # back by another way: a late custody notice from the hub we had handed it to must not
+                    # hand it over again (that hub has passed it on meanwhile)
+                    self._pinned.add(key)
+                self._wake.set()
+            elif result == AcceptResult.NEW:
+                self.counters["accepted"] += 1
+                self._highest[env.origin] = max(self._highest.get(env.origin, -1), env.seq + n_items - 1)
+                self._wake.set()
+            else:
+                self.counters["duplicates"] += 1  # a retransmission (our custody notice was lost), or a loop
+                if result == AcceptResult.DUPLICATE and packet.from_node != holder:
+                    # It came round a loop while we still carry it: the sender drops it on our notice, so a
+                    # custody notice still on its way for an earlier send of ours must not make us drop it.
+                    self._pinned.add(key)
+        finally:
+            self._receiving.discard(key)
         if packet.to_node != BROADCAST:
             self._upstream[packet.from_node] = (packet.hops_away, self.clock.now())
             # custody: we hold it durably now (or HQ does): the sender may drop its copy
@@ -328,7 +340,7 @@ class Relay:
             by_key[(origin, seq)].add(seq)
         removed = 0
         for entry in await self._entries_covering(ids):
-            if entry.key in self._pinned:
+            if entry.key in self._pinned or entry.key in self._receiving:
                 continue  # a notice for a send made before the report came back round a loop
             if entry.handed_to == 0 and all(key in by_key for key in entry.report_keys()):
                 removed += await self.store.hand_over([entry.key], packet.from_node)
@@ -373,9 +385,6 @@ class Relay:
             if now - heard_at <= self.routes.stale_after_s:
                 outer[node] = max(outer.get(node, 0), hops)
         return list(outer.values())
-
-    def _has_outer_neighbours(self) -> bool:
-        return bool(self._outer_neighbours())
 
     def _on_beacon(self, env: Envelope, packet: ReceivedPacket) -> None:
         if packet.hops_away > self.config.neighbour_radio_hops or env.origin == self.camp_id:

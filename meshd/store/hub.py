@@ -239,14 +239,15 @@ class HubStore:
         from_node: int,
     ) -> tuple[str, int]:
         """Everything the relay decides about an envelope from another hub, in one write (so two copies
-        arriving at once cannot both be taken as new). Returns (result, from_node of the copy we hold):
+        arriving at once cannot both be taken as new). Returns (result, node):
 
-        - TAKEN_BACK: we had handed it on and it came back (a loop while routes change, or a retransmission
-          whose custody notice was lost): we carry it again, retried at once.
-        - DUPLICATE: we still carry it (the second value says from whom we got it), or it was seen before
-          and we do not hold it.
-        - DELIVERED: HQ already has every report in it; nothing to carry.
-        - NEW: stored and carried.
+        - TAKEN_BACK: we had handed it on (to `node`) and it came back (a loop while routes change, or a
+          retransmission whose custody notice was lost): we carry it again, retried at once.
+        - DUPLICATE: we still carry it; `node` is the hub we got it from (0: our own report).
+        - DELIVERED: HQ already has every report in it; nothing to carry. The sender evidently missed the
+          Delivered notice, so the ids go into our next one again.
+        - NEW: stored and carried; also when it was seen before but we neither hold it nor know it delivered
+          (handed on, then handed back by a hub whose routes changed).
         """
         now = self.clock()
         keys = [(env.origin, env.seq + i) for i in range(n_items)]
@@ -260,7 +261,7 @@ class HubStore:
                     "UPDATE outbox SET handed_to = 0, attempts = 0, next_attempt = 0 WHERE origin = ? AND seq = ?",
                     (env.origin, env.seq),
                 )
-                return AcceptResult.TAKEN_BACK, int(held[1])
+                return AcceptResult.TAKEN_BACK, int(held[0])
             if held is not None:
                 self._bump(conn, "duplicates", 1)
                 return AcceptResult.DUPLICATE, int(held[1])
@@ -270,6 +271,10 @@ class HubStore:
                 (env.origin, env.seq, env.seq + n_items - 1),
             ).fetchone()[0]
             if delivered == n_items:
+                conn.execute(
+                    "UPDATE delivered SET notified = 0 WHERE origin = ? AND seq BETWEEN ? AND ?",
+                    (env.origin, env.seq, env.seq + n_items - 1),
+                )
                 return AcceptResult.DELIVERED, 0
             # seen before but neither held nor delivered: handed on and then handed back to us by a hub whose
             # routes changed; carrying it again keeps the rule that someone carries every report until HQ has it
@@ -433,23 +438,25 @@ class HubStore:
         """Record report ids HQ has; drop outbox envelopes whose every report is delivered. Returns new ids.
 
         `published=True` means this hub's own uplink got the PUBACK. With `notify`, the ids this hub carried
-        by radio (got from another hub, or handed to one) are queued for its next Delivered notice: only the
+        by radio (got from another hub, or sent to one) are queued for its next Delivered notice: only the
         hubs on a report's path can still hold it, so only they pass the news on.
         """
         ids = list(ids)
 
         def op(conn: sqlite3.Connection) -> int:
-            covering: dict[tuple[int, int], tuple[int, int, int, int]] = {}
+            covering: dict[tuple[int, int], tuple[int, int, int, int, int]] = {}
             for origin, seq in set(ids):
                 # the envelope covering this id starts at the nearest seq at or below it (index on origin, seq)
                 row = conn.execute(
-                    "SELECT seq, n_items, from_node, handed_to FROM outbox WHERE origin = ? AND seq <= ?"
+                    "SELECT seq, n_items, from_node, handed_to, attempts FROM outbox WHERE origin = ? AND seq <= ?"
                     " ORDER BY seq DESC LIMIT 1",
                     (origin, seq),
                 ).fetchone()
                 if row is not None and row[0] + row[1] > seq:
                     covering[(origin, seq)] = row
-            tell = {key for key, row in covering.items() if notify and (row[2] != 0 or row[3] != 0)}
+            # got from another hub, handed to one, or sent by radio at least once (its custody notice may
+            # have been lost, so the receiver may carry it)
+            tell = {key for key, row in covering.items() if notify and (row[2] != 0 or row[3] != 0 or row[4] > 0)}
             before = conn.total_changes
             conn.executemany(
                 "INSERT OR IGNORE INTO delivered (origin, seq, notified) VALUES (?, ?, ?)",
@@ -457,7 +464,7 @@ class HubStore:
             )
             new = conn.total_changes - before
             conn.executemany("INSERT OR IGNORE INTO seen (origin, seq) VALUES (?, ?)", ids)
-            for (origin, _), (start, n_items, _, _) in covering.items():
+            for (origin, _), (start, n_items, *_) in covering.items():
                 done = conn.execute(
                     "SELECT COUNT(*) FROM delivered WHERE origin = ? AND seq BETWEEN ? AND ?",
                     (origin, start, start + n_items - 1),

@@ -44,6 +44,10 @@ def open_database(path: Path) -> sqlite3.Connection:
         raise StoreError(f"cannot open store {path}: {exc}") from None
     try:
         verdict = _integrity_ok(conn)
+    except sqlite3.OperationalError as exc:
+        # busy or locked is not corruption: never move a healthy store aside for it
+        conn.close()
+        raise StoreError(f"cannot open store {path}: {exc} (is another meshd using it?)") from None
     except sqlite3.DatabaseError as exc:
         verdict = str(exc)
     if verdict != "ok":
@@ -84,19 +88,23 @@ def _enable_wal(conn: sqlite3.Connection, limit_s: float = 10.0) -> None:
         else:
             if mode.lower() == "wal":
                 return
-            if time.monotonic() > deadline:
-                raise sqlite3.OperationalError(f"journal mode stays {mode!r}, WAL is needed")
+            # the file system cannot do WAL (some network mounts): say so rather than run without it
+            raise sqlite3.OperationalError(f"journal mode stays {mode!r}; meshd needs WAL (use a local disk)")
         time.sleep(0.02)  # opening happens once, before the store's writer thread starts
 
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """Apply pending migrations, each in one transaction; returns the resulting version."""
-    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+def _refuse_newer(version: int) -> None:
     if version > SCHEMA_VERSION:
         raise StoreError(
             f"store schema version {version} is newer than this meshd understands ({SCHEMA_VERSION}); "
             "upgrade meshd instead of downgrading"
         )
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply pending migrations, each in one transaction; returns the resulting version."""
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    _refuse_newer(version)
     while version < SCHEMA_VERSION:
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -115,6 +123,7 @@ def migrate(conn: sqlite3.Connection) -> int:
             raise
         version += 1
         log.info("store migrated to schema version %d", version)
+    _refuse_newer(version)  # a newer meshd may have migrated it while we waited
     return version
 
 
