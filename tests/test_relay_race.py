@@ -41,10 +41,7 @@ async def test_custody_notice_beside_the_report_coming_back_never_drops_it(tmp_p
         await wait_for(lambda: relay.counters["accepted"] >= ROUNDS, limit_s=10)
         # B sent each to C (no custody yet); C took custody, its routes changed and it sends each one back:
         # B hears C's custody notice and, right behind it, the report itself.
-        await store.mark_attempt(
-            [r.id_key for r in reports] if hasattr(reports[0], "id_key") else [(ORIGIN, r.seq) for r in reports],
-            lambda _: 3600.0,
-        )
+        await store.mark_attempt([(ORIGIN, r.seq) for r in reports], lambda _: 3600.0)
         for i, report in enumerate(reports):
             notice = sign(Envelope(C, 0, Kind.CUSTODY, bodies.encode_delivered_ids([(ORIGIN, report.seq)])), key_c)
             radio.deliver(packet(notice.to_bytes(), C, 2000 + 2 * i))
