@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from meshd.cli.demo import exit_status
+from meshd.demo.scenario import DemoResult
+
 
 @pytest.mark.flaky(reruns=1)  # real-time, six hubs on two cores: see note
 @pytest.mark.slow
@@ -28,13 +31,23 @@ def test_short_demo_delivers_everything_exactly_once(tmp_path: Path) -> None:
     assert sent >= 8  # field teams' reports the hubs stored
     assert delivered + lost == sent
     assert fields["duplicate_rows"] == "0"
-    # Known issue (see the issue notes): now and then one report stays with its hub past the demo's bounded
-    # wait — the demo then reports it as lost and exits 1, as it must. The short CI run tolerates one such
-    # report so a rare straggler does not block CI, and fails on anything worse.
-    assert lost <= 1, out
-    assert proc.returncode == (0 if lost == 0 else 1), out + proc.stderr[-3000:]
+    assert lost == 0, out
+    assert proc.returncode == 0, out + proc.stderr[-3000:]
     assert int(fields["error_replies"]) >= 1  # the deliberately malformed message got its error reply
     exports = next(tmp_path.glob("*/exports"))
     assert (exports / "needs.hxl.csv").read_text().splitlines()[1].startswith("#")
     assert '"FeatureCollection"' in (exports / "camps.geojson").read_text()
     assert list(exports.glob("*.xml")), "CAP alerts were exported"
+
+
+@pytest.mark.parametrize(
+    ("result", "status"),
+    [
+        (DemoResult(sent=15, delivered=15), 0),
+        (DemoResult(sent=15, delivered=14, lost=1), 1),
+        (DemoResult(sent=15, delivered=15, duplicate_rows=1), 1),
+        (DemoResult(sent=0), 1),  # nothing sent proves nothing
+    ],
+)
+def test_demo_fails_on_anything_lost_or_duplicated(result: DemoResult, status: int) -> None:
+    assert exit_status(result) == status

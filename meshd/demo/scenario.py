@@ -15,7 +15,7 @@ import logging
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -371,7 +371,3 @@ async def _summarise(scene: Scene, workdir: Path, registry: Registry) -> DemoRes
             link_metrics = getattr(hub.relay.radio, "metrics", None)
             log.info("camp %d radio node !%08x link: %s", camp, hub.relay.radio.my_node or 0, link_metrics)
     return result
-
-
-def with_minutes(options: DemoOptions, minutes: float) -> DemoOptions:
-    return replace(options, minutes=minutes)
