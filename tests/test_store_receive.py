@@ -101,3 +101,31 @@ async def test_taken_back_names_the_hub_we_had_handed_it_to(tmp_path: Path) -> N
         await receive(store, env(7, 1), NEIGHBOUR)
         await store.hand_over([(7, 1)], OTHER)
         assert await receive(store, env(7, 1), NEIGHBOUR) == (AcceptResult.TAKEN_BACK, OTHER)
+
+
+async def test_marking_whole_envelopes_published_matches_marking_their_ids(tmp_path: Path) -> None:
+    """The uplink's set-wise mark and the id-by-id mark leave the same delivered rows, notices and outbox."""
+    outcomes = []
+    for name in ("ids", "envelopes"):
+        async with HubStore(tmp_path / f"{name}.db") as store:
+            await receive(store, env(7, 1))  # carried for another hub: goes into the notice
+            own = await store.originate(3, lambda seq: env(3, seq), priority=20, n_items=3)  # a batch, never sent
+            sent = await store.originate(3, lambda seq: env(3, seq), priority=20)  # sent once, custody lost
+            await store.mark_attempt([(3, sent.seq)], lambda _: 999.0)
+            envelopes = [(7, 1, 1), (3, own.seq, 3), (3, sent.seq, 1)]
+            if name == "ids":
+                ids = [(o, s + i) for o, s, n in envelopes for i in range(n)]
+                new = await store.mark_delivered(ids, published=True)
+            else:
+                new = await store.mark_envelopes_published(envelopes)
+            outcomes.append(
+                (
+                    new,
+                    sorted(await store.take_unnotified()),
+                    await store.pending(),
+                    (await store.counters())["published"],
+                )
+            )
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][0] == 5
+    assert outcomes[0][1] == [(3, 4), (7, 1)]

@@ -352,13 +352,23 @@ class HubStore:
         rows = await self.db.read(lambda conn: conn.execute(sql, (now, limit)).fetchall())
         return [self._entry(r) for r in rows]
 
-    async def pending(self, *, unpublished_only: bool = False, limit: int = 1000) -> list[OutboxEntry]:
-        """Everything in the outbox (regardless of retry timers), priority order: what an uplink flushes."""
+    async def pending(
+        self, *, unpublished_only: bool = False, limit: int = 1000, after: tuple[int, int] | None = None
+    ) -> list[OutboxEntry]:
+        """Everything in the outbox (regardless of retry timers), priority order: what an uplink flushes.
+
+        `after=(priority, seq)`: only entries from there on in that order (the next page while this one is
+        still being published; entries of other origins with the same priority and seq come again).
+        """
         extra = " AND published = 0" if unpublished_only else ""
+        params: tuple[int, ...] = (limit,)
+        if after is not None:
+            extra += " AND (priority < ? OR (priority = ? AND seq >= ?))"
+            params = (after[0], after[0], after[1], limit)
         sql = (
             f"SELECT {self._COLUMNS} FROM outbox WHERE handed_to = 0{extra} ORDER BY priority DESC, seq LIMIT ?"  # noqa: S608 - constant column list
         )
-        rows = await self.db.read(lambda conn: conn.execute(sql, (limit,)).fetchall())
+        rows = await self.db.read(lambda conn: conn.execute(sql, params).fetchall())
         return [self._entry(r) for r in rows]
 
     async def get(self, origin: int, seq: int) -> OutboxEntry | None:
@@ -431,6 +441,35 @@ class HubStore:
         return await self.db.write(op)
 
     # ------------------------------------------------------------ custody
+
+    async def mark_envelopes_published(self, envelopes: list[tuple[int, int, int]]) -> int:
+        """Our uplink got a PUBACK for every report of these whole envelopes, given as (origin, seq, n_items):
+        the same as `mark_delivered(their ids, published=True)` in a few set-wise statements (the uplink's
+        flush calls this for thousands of envelopes; the id-by-id lookups of `mark_delivered` would hold the
+        interpreter lock the publishing loop needs). Returns the number of ids new to the delivered table."""
+        ids = [(o, s + i) for o, s, n in envelopes for i in range(n)]
+        keys = [(o, s) for o, s, _ in envelopes]
+
+        def op(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes
+            conn.executemany("INSERT OR IGNORE INTO delivered (origin, seq, notified) VALUES (?, ?, 1)", ids)
+            new = conn.total_changes - before
+            conn.executemany("INSERT OR IGNORE INTO seen (origin, seq) VALUES (?, ?)", ids)
+            # the same rule as mark_delivered: tell the mesh about what we carried by radio
+            conn.executemany(
+                "UPDATE delivered SET notified = 0 WHERE origin = ?1 AND seq BETWEEN ?2 AND ?2 + ("
+                " SELECT n_items - 1 FROM outbox WHERE origin = ?1 AND seq = ?2"
+                " AND (from_node != 0 OR handed_to != 0 OR attempts > 0))",
+                keys,
+            )
+            conn.executemany("DELETE FROM outbox WHERE origin = ? AND seq = ?", keys)
+            self._bump(conn, "published", new)
+            return new
+
+        new: int = await self.db.write(op)
+        if new and self.on_delivered is not None:
+            self.on_delivered()
+        return new
 
     async def mark_delivered(
         self, ids: Iterable[tuple[int, int]], *, published: bool = False, notify: bool = True

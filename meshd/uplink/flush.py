@@ -5,7 +5,7 @@ One `Flusher` lives as long as the bridge; `run(client)` drives one connection. 
 1. unbatch it into reports and build each report's JSON (the MQTT contract) and topic;
 2. publish every report QoS 1, never more than `inflight` PUBLISHes awaiting their PUBACK;
 3. once every report of the envelope has a custody PUBACK (see `client.is_custody`), hand the envelope to
-   the marker, which records all its ids with `store.mark_delivered(ids, published=True)` (that drops the
+   the marker, which records all its ids with `store.mark_envelopes_published(envelopes)` (that drops the
    envelope from the outbox and queues the mesh's Delivered notice).
 
 An envelope stays in the in-flight set until its mark is committed, so the next `store.pending()` page
@@ -116,7 +116,7 @@ class Flusher:
         self._wake = asyncio.Event()
         self._paused = False
         self._done: list[OutboxEntry] = []  # PUBACKed, not yet recorded in the store
-        self._writes: set[asyncio.Future[list[int]]] = set()  # mark_delivered calls not yet committed
+        self._writes: set[asyncio.Future[list[int]]] = set()  # mark_envelopes_published calls not yet committed
         self._refusals_logged: set[int] = set()  # PUBACK reason codes already logged
         self._mark_wanted = asyncio.Event()
         self._open: set[Key] = set()  # claimed on the current connection: in flight, or PUBACKed and not marked
@@ -166,8 +166,10 @@ class Flusher:
                     await self._idle(client, self.poll_s)
                     continue
                 # Read the next page on the store's thread while this one is published: on a large
-                # outbox the query costs about as much as publishing a few hundred reports.
-                query = self._query(tg)
+                # outbox the query costs about as much as publishing a few hundred reports. It starts where
+                # this page ends, so it does not fetch (and skip) the page again.
+                last = claimed[-1]
+                query = self._query(tg, after=(last.priority, last.seq))
                 sent, blocked = await self._send(client, window, claimed)
                 if sent and not self._wake.is_set():
                     continue
@@ -177,12 +179,17 @@ class Flusher:
                 if not sent:
                     await self._idle(client, self._budget_delay() if blocked else self.poll_s)
 
-    def _query(self, tg: asyncio.TaskGroup) -> _Query:
+    def _query(self, tg: asyncio.TaskGroup, after: tuple[int, int] | None = None) -> _Query:
         now = self.clock()
         self.deferred = {k: t for k, t in self.deferred.items() if t > now}
         # Rows we will skip come first in priority order more often than not: ask for enough for a full page.
-        limit = self.page + len(self._open) + len(self.held) + len(self.deferred)
-        task = tg.create_task(self.store.pending(unpublished_only=True, limit=limit), name="meshd-uplink-page")
+        # From the top, that is everything still open; after the current page, only the open entries of earlier
+        # pages still waiting for their mark (the page itself lies before `after`).
+        skipped = len(self.held) + len(self.deferred) + (len(self._open) if after is None else self.inflight)
+        limit = self.page + skipped
+        task = tg.create_task(
+            self.store.pending(unpublished_only=True, limit=limit, after=after), name="meshd-uplink-page"
+        )
         return _Query(task, self._collectors)
 
     def _claim(self, entries: list[OutboxEntry]) -> list[OutboxEntry]:
@@ -319,14 +326,10 @@ class Flusher:
         batch, self._done = self._done, []
         if not batch:
             return
-        chunks: list[list[Key]] = [[]]
-        for entry in batch:
-            if len(chunks[-1]) >= MARK_CHUNK:
-                chunks.append([])
-            chunks[-1].extend(entry.report_keys())
-        # Several small writes rather than one big one: mark_delivered's cost per id grows with the
-        # number of ids per call, and concurrent writes still share one commit (group commit).
-        write = asyncio.gather(*(self.store.mark_delivered(chunk, published=True) for chunk in chunks))
+        envelopes = [(entry.origin, entry.seq, entry.n_items) for entry in batch]
+        chunks = [envelopes[i : i + MARK_CHUNK] for i in range(0, len(envelopes), MARK_CHUNK)]
+        # Several writes rather than one big one keep each short; concurrent writes share one commit.
+        write = asyncio.gather(*(self.store.mark_envelopes_published(chunk) for chunk in chunks))
         # The bookkeeping runs when the write ends even if this task is cancelled (the link dropped):
         # the store commits the write regardless, and counters must match what it committed.
         write.add_done_callback(partial(self._marked, batch))
