@@ -284,7 +284,7 @@ class Relay:
         key = (env.origin, env.seq)
         self._receiving.add(key)
         try:
-            result, holder = await self.store.receive(
+            result, node = await self.store.receive(
                 env,
                 n_items=n_items,
                 priority=int(priority),
@@ -297,10 +297,10 @@ class Relay:
                 # invariant (someone carries every report until HQ has it) matters more than the airtime of an
                 # occasional duplicate, which HQ removes.
                 self.counters["taken_back"] += 1
-                if packet.from_node != holder:
-                    # back by another way: a late custody notice from the hub we had handed it to must not
-                    # hand it over again (that hub has passed it on meanwhile)
-                    self._pinned.add(key)
+                # A late custody notice for one of our earlier sends (a second copy of the notice, or one from
+                # the hub we had handed it to) must not hand it over again: that hub has passed it on or given
+                # it back to us. Only a notice for our next send counts (at worst we send it once more).
+                self._pinned.add(key)
                 self._wake.set()
             elif result == AcceptResult.NEW:
                 self.counters["accepted"] += 1
@@ -308,7 +308,7 @@ class Relay:
                 self._wake.set()
             else:
                 self.counters["duplicates"] += 1  # a retransmission (our custody notice was lost), or a loop
-                if result == AcceptResult.DUPLICATE and packet.from_node != holder:
+                if result == AcceptResult.DUPLICATE and packet.from_node != node:
                     # It came round a loop while we still carry it: the sender drops it on our notice, so a
                     # custody notice still on its way for an earlier send of ours must not make us drop it.
                     self._pinned.add(key)
@@ -366,8 +366,8 @@ class Relay:
         if sender is not None and (sender.uplink_hops == 0 or sender.uplink_hops > mine):
             for key in ids:  # an outer neighbour passes them on: it has them (implicit acknowledgement)
                 self._notice_rounds.pop(key, None)
-        # Pass the news outward (away from the uplinks) so origin hubs far away learn it too; a hub with no
-        # neighbour farther from the uplink than itself is at the edge and stays quiet.
+        # The store queues the ids we carried by radio for our own notice, so the news travels back along each
+        # report's path to its origin hub; hubs that never carried a report stay quiet about it.
         new = await self.store.mark_delivered(ids, published=False)
         self.counters["delivered_learnt"] += new
 
