@@ -605,10 +605,10 @@ class Relay:
                 if alert:
                     return max(self.budget.wait_s(cost, self.clock.now(), alert=True), 1.0)
                 continue  # an alert further down may still fit the reserve
-            # A second retry may take the long way (a direct link that carried a beacon can be too weak for
-            # data); not the first: every radio that hears a frame with hops left repeats it, which costs more
-            # airtime than the retry itself, and most first retries only replace a frame lost to noise.
-            long_way = entry.attempts >= 2
+            # A retry takes the long way: a direct link that carried a beacon can be too weak for data. (Keeping
+            # the first retry direct saves the repeats on links that are merely lossy, but on a marginal link
+            # it cost a report two lost sends and a long backoff: seen in `make demo`, camp 6 to camp 1.)
+            long_way = entry.attempts >= 1
             hop_limit = max(hop.radio_hops, self.config.neighbour_radio_hops) if long_way else hop.radio_hops
             if not await self._transmit(raw, to=hop.node, hop_limit=hop_limit, alert=alert, wait_budget=False):
                 return 5.0
