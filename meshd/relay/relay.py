@@ -38,7 +38,7 @@ from meshd.radio.api import (
 )
 from meshd.relay.budget import AirtimeBudget
 from meshd.relay.priority import Prio, priority_of, priority_of_body
-from meshd.relay.routing import RouteTable
+from meshd.relay.routing import Neighbour, RouteTable
 from meshd.store.hub import AcceptResult, HubStore, OutboxEntry
 from meshd.wire import bodies, codec
 from meshd.wire.envelope import MAX_ENVELOPE_LEN, Envelope, Kind, sign
@@ -119,6 +119,10 @@ class Relay:
         self._pending_acks: dict[int, set[tuple[int, int]]] = defaultdict(set)
         self._ack_hops: dict[int, int] = {}
         self._sent_at: dict[tuple[int, int], tuple[int, float]] = {}
+        # the last send of each carried report that went direct (hop limit 0): to whom
+        self._sent_direct: dict[tuple[int, int], int] = {}
+        # per neighbour, [custody for a direct send, retry after a direct send]: is the direct link good for data?
+        self._direct_record: dict[int, list[int]] = defaultdict(lambda: [0, 0])
         self._srtt: dict[int, float] = {}
         self._pinned: set[tuple[int, int]] = set()
         # reports whose `store.receive` is in flight: a custody notice handled meanwhile must not hand them over
@@ -345,6 +349,8 @@ class Relay:
             if entry.handed_to == 0 and all(key in by_key for key in entry.report_keys()):
                 removed += await self.store.hand_over([entry.key], packet.from_node)
                 self._measure_rtt(entry.key, packet.from_node)
+                if self._sent_direct.pop(entry.key, None) == packet.from_node:
+                    self._direct_record[packet.from_node][0] += 1
         self.counters["custody_handed_over"] += removed
         self.routes.heard_from(packet.from_node, self.clock.now())
         self.routes.succeeded(packet.from_node)
@@ -605,14 +611,14 @@ class Relay:
                 if alert:
                     return max(self.budget.wait_s(cost, self.clock.now(), alert=True), 1.0)
                 continue  # an alert further down may still fit the reserve
-            # A retry takes the long way: a direct link that carried a beacon can be too weak for data. (Keeping
-            # the first retry direct saves the repeats on links that are merely lossy, but on a marginal link
-            # it cost a report two lost sends and a long backoff: seen in `make demo`, camp 6 to camp 1.)
-            long_way = entry.attempts >= 1
-            hop_limit = max(hop.radio_hops, self.config.neighbour_radio_hops) if long_way else hop.radio_hops
+            hop_limit = self._data_hop_limit(entry, hop)
             if not await self._transmit(raw, to=hop.node, hop_limit=hop_limit, alert=alert, wait_budget=False):
                 return 5.0
             self._pinned.discard(entry.key)  # notices for this send may hand it over again
+            if hop_limit == 0:
+                self._sent_direct[entry.key] = hop.node
+            else:
+                self._sent_direct.pop(entry.key, None)
             await self.store.mark_attempt([entry.key], self._retry_after_for(hop.node))
             if entry.attempts == 0:  # Karn: time only first transmissions
                 self._sent_at[entry.key] = (hop.node, self.clock.now())
@@ -621,6 +627,24 @@ class Relay:
                 self.counters["retransmissions"] += 1
             self.counters["forwarded"] += 1
         return next_look
+
+    def _data_hop_limit(self, entry: OutboxEntry, hop: Neighbour) -> int:
+        """A first send goes as far as the neighbour's beacon came. A retry takes the long way (through relay
+        radios), because a direct link that carried a beacon can be too weak for data, unless direct sends to
+        this neighbour have mostly worked: then only the second retry does, since every radio that hears a
+        frame with hops left repeats it, and on a link that is merely lossy the first retry usually gets
+        through directly. (Always direct first cost a report two lost sends and a long backoff in
+        `make demo`: camp 6 reaches camp 1 directly only now and then.)"""
+        full = max(hop.radio_hops, self.config.neighbour_radio_hops)
+        if entry.attempts == 0:
+            return hop.radio_hops
+        direct_to = self._sent_direct.pop(entry.key, None)
+        if direct_to is not None:
+            self._direct_record[direct_to][1] += 1  # no custody for a direct send
+        if entry.attempts >= 2:
+            return full
+        worked, failed = self._direct_record[hop.node]
+        return hop.radio_hops if worked >= 2 and worked >= 2 * failed else full
 
     async def _maybe_batch(self, first: OutboxEntry, entries: list[OutboxEntry]) -> OutboxEntry:
         """Wrap consecutive unsent local reports into one signed batch (stored in place of them)."""
