@@ -742,7 +742,10 @@ async def main_async(args: argparse.Namespace) -> int:
     try:
         run = await run_meshd(s, net, plan, root, progress=not args.quiet)
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if args.keep:
+            print(f"stores, logs and on-air record kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
     print("naive flooding run (virtual time) ...")
     flood = await run_flooding(s, net, plan, flood_hops)
     main_report(s, net, run, flood)
@@ -789,6 +792,7 @@ def main() -> int:
     )
     parser.add_argument("--timing", action="append", default=[], metavar="NAME=S", help="override a [timing] value")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--keep", action="store_true", help="keep the hubs' stores (to investigate a lost report)")
     return asyncio.run(main_async(parser.parse_args()))
 
 

@@ -65,6 +65,7 @@ class TimingSection:
     notice_interval_s: float = 300.0
     batch_wait_s: float = 60.0
     maintenance_s: float = 300.0
+    custody_recheck_s: float = 21600.0
 
 
 @dataclass(frozen=True, slots=True)

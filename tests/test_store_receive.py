@@ -129,3 +129,32 @@ async def test_marking_whole_envelopes_published_matches_marking_their_ids(tmp_p
     assert outcomes[0] == outcomes[1]
     assert outcomes[0][0] == 5
     assert outcomes[0][1] == [(3, 4), (7, 1)]
+
+
+async def test_origin_sends_again_what_it_handed_on_long_ago_without_news_of_delivery(tmp_path: Path) -> None:
+    """The end-to-end safety net: whatever happened along the path, the origin's copy comes back to life."""
+    now = [100.0]
+    async with HubStore(tmp_path / "s.db", clock=lambda: now[0]) as store:
+        ours = (await store.originate(3, lambda seq: env(3, seq), priority=20)).seq
+        delivered = (await store.originate(3, lambda seq: env(3, seq), priority=20)).seq
+        await receive(store, env(7, 1))  # relayed for another hub: its origin does the checking
+        await store.hand_over([(3, ours), (3, delivered), (7, 1)], NEIGHBOUR)
+        await store.mark_delivered([(3, delivered)])
+        now[0] += 3599
+        assert await store.recheck_handed(3600) == 0
+        now[0] += 2
+        assert await store.recheck_handed(3600) == 1
+        assert [(e.key, e.handed_to, e.attempts) for e in await store.due()] == [((3, ours), 0, 0)]
+
+
+async def test_a_restart_restarts_the_recheck_clock(tmp_path: Path) -> None:
+    now = [100.0]
+    async with HubStore(tmp_path / "s.db", clock=lambda: now[0]) as store:
+        seq = (await store.originate(3, lambda seq: env(3, seq), priority=20)).seq
+        await store.hand_over([(3, seq)], NEIGHBOUR)
+    now[0] = 5.0  # a new boot: the monotonic clock starts again
+    async with HubStore(tmp_path / "s.db", clock=lambda: now[0]) as store:
+        assert await store.due() == []  # still handed on, not due
+        assert await store.recheck_handed(3600) == 0
+        now[0] += 3601
+        assert await store.recheck_handed(3600) == 1

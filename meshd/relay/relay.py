@@ -65,6 +65,10 @@ class RelayTiming:
     notice_interval_s: float = 300.0
     batch_wait_s: float = 60.0  # let a burst of field reports gather into one batch (not for alerts)
     maintenance_s: float = 300.0
+    # An origin hub that handed a report on and has heard of no delivery this long sends it again: the
+    # end-to-end safety net behind hop-by-hop custody (a custody notice cannot say which of several sends
+    # it answers, so in rare races every hub may believe another carries a report). HQ removes the copy.
+    custody_recheck_s: float = 21600.0
 
     @classmethod
     def from_config(cls, section: TimingSection) -> RelayTiming:
@@ -76,6 +80,7 @@ class RelayTiming:
             notice_interval_s=section.notice_interval_s,
             batch_wait_s=section.batch_wait_s,
             maintenance_s=section.maintenance_s,
+            custody_recheck_s=section.custody_recheck_s,
         )
 
 
@@ -721,6 +726,11 @@ class Relay:
             if expired:
                 log.warning("%d reports expired undelivered", expired)
             await self.store.prune_seen(DEFAULT_WINDOW * 2)
+            rechecked = await self.store.recheck_handed(self.timing.custody_recheck_s)
+            if rechecked:
+                self.counters["custody_rechecked"] += rechecked
+                log.info("%d of our reports handed on long ago are not known delivered: sending them again", rechecked)
+                self._wake.set()
             await self.store.mark_alive()
 
 

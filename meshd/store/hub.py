@@ -101,7 +101,12 @@ class HubStore:
                 "UPDATE outbox SET age_base = age_base + MAX(0, CAST(? - stored_mono AS INTEGER)) WHERE session = ?",
                 (float(alive[0]), row[0]),
             )
-        conn.execute("UPDATE outbox SET stored_mono = ?, session = ?, next_attempt = 0", (now, self.session))
+        # due at once; for rows handed on, next_attempt is when that happened (see recheck_handed): restart it
+        conn.execute(
+            "UPDATE outbox SET stored_mono = ?1, session = ?2,"
+            " next_attempt = CASE WHEN handed_to = 0 THEN 0 ELSE ?1 END",
+            (now, self.session),
+        )
         self._set_meta(conn, "session", self.session)
         self._set_meta(conn, "alive_mono", repr(now))
 
@@ -406,13 +411,34 @@ class HubStore:
         """Another hub took custody: stop carrying these, but remember them to recognise retransmissions."""
         keys = list(keys)
 
+        now = self.clock()
+
         def op(conn: sqlite3.Connection) -> int:
             before = conn.total_changes
             conn.executemany(
-                "UPDATE outbox SET handed_to = ? WHERE origin = ? AND seq = ? AND handed_to = 0",
-                [(node, o, s) for o, s in keys],
+                "UPDATE outbox SET handed_to = ?, next_attempt = ? WHERE origin = ? AND seq = ? AND handed_to = 0",
+                [(node, now, o, s) for o, s in keys],
             )
             return conn.total_changes - before
+
+        return await self.db.write(op)
+
+    async def recheck_handed(self, after_s: float) -> int:
+        """Our own reports handed on more than `after_s` ago and still not known delivered: carry them again
+        (the origin's end-to-end check). Returns how many."""
+        now = self.clock()
+
+        def op(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes
+            conn.execute(
+                "UPDATE outbox SET handed_to = 0, attempts = 0, next_attempt = 0"
+                " WHERE local = 1 AND handed_to != 0 AND next_attempt <= ?",
+                (now - after_s,),
+            )
+            changed = conn.total_changes - before
+            if changed:
+                self._bump(conn, "custody_rechecked", changed)
+            return changed
 
         return await self.db.write(op)
 
