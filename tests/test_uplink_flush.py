@@ -98,7 +98,6 @@ async def test_backlog_queued_while_broker_down_is_flushed_when_it_comes_up(tmp_
     await assert_no_leftover_tasks(before)
 
 
-@pytest.mark.flaky(reruns=1)  # Mosquitto 2.0.11 restarts under load: see note
 async def test_broker_restarted_five_times_mid_flush_loses_nothing(tmp_path: Path) -> None:
     before = asyncio.all_tasks()
     world = make_world()
