@@ -183,8 +183,8 @@ class Flusher:
         now = self.clock()
         self.deferred = {k: t for k, t in self.deferred.items() if t > now}
         # Rows we will skip come first in priority order more often than not: ask for enough for a full page.
-        # From the top, that is everything still open; after the current page, only the open entries of earlier
-        # pages still waiting for their mark (the page itself lies before `after`).
+        # From the top, that is everything still open; after the current page, only its last entry and any of
+        # the same priority and seq from other origins (`after` includes them; a window's worth is plenty).
         skipped = len(self.held) + len(self.deferred) + (len(self._open) if after is None else self.inflight)
         limit = self.page + skipped
         task = tg.create_task(
