@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+from typing import Any
 
 
 async def wait_event(event: asyncio.Event, seconds: float) -> bool:
@@ -22,3 +24,14 @@ async def wait_event(event: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def close_server(server: asyncio.Server, connections: set[asyncio.Task[Any]]) -> None:
+    """Stop listening, cancel the tasks serving open connections and wait until all are gone."""
+    server.close()
+    for task in list(connections):
+        task.cancel()
+    for task in list(connections):
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await server.wait_closed()

@@ -17,7 +17,7 @@ import sys
 import time
 import types
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from meshd.wire.codec import Provenance
 from meshd.wire.envelope import Envelope, Kind
 from tests.support.fakemesh import FakeMesh
 from tests.support.hubs import make_hub, provision, running
+from tests.test_relay_line import wait_for
 
 DAY = 86400.0
 YEAR = 365.25 * DAY
@@ -160,16 +161,6 @@ class HQOverUplink:
             await asyncio.sleep(0.005)
 
 
-async def wait_until(predicate: Callable[[], Any], within: float) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
         await asyncio.sleep(0.01)
 
 
@@ -208,7 +199,7 @@ async def test_ages_and_hq_estimate_survive_a_wrong_and_jumping_wall_clock(tmp_p
                 hq.connected = True
                 store103 = hubs[2].store
                 assert store103 is not None
-                await wait_until(lambda: _count(store103), within=15)
+                await wait_for(lambda: _count(store103), limit_s=15)
                 wall.jump(-30 * YEAR)
                 await clock.sleep(10.0)
                 for report_id, t_obs in observed.items():
@@ -226,7 +217,7 @@ async def test_ages_and_hq_estimate_survive_a_wrong_and_jumping_wall_clock(tmp_p
                 # 3. HQ takes custody; the wall clock jumps again (NTP finally syncs).
                 wall.jump(+1 * DAY)
                 hq.publishing = True
-                await wait_until(lambda: len(hq.arrivals) == len(observed), within=15)
+                await wait_for(lambda: len(hq.arrivals) == len(observed), limit_s=15)
             finally:
                 uplink_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, StateSetMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from meshd.aio import close_server
 from meshd.daemon.status import LastErrors, collect_status
 from meshd.radio.api import LinkState
 
@@ -198,13 +199,7 @@ class MetricsServer:
     ) -> None:
         if self._server is None:
             return
-        self._server.close()
-        for task in list(self._connections):
-            task.cancel()
-        for task in list(self._connections):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self._server.wait_closed()
+        await close_server(self._server, self._connections)
         self._server = None
 
     async def scrape(self) -> bytes:

@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from meshd import __version__
+from meshd.aio import close_server
 from meshd.config import HubConfig
 from meshd.errors import MeshdError
 from meshd.relay.priority import Prio
@@ -432,13 +433,7 @@ class StatusServer:
     async def _shutdown(self) -> None:
         self.errors.remove_listener(self._on_error)
         if self._server is not None:
-            self._server.close()
-            for task in list(self._connections):
-                task.cancel()
-            for task in list(self._connections):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await self._server.wait_closed()
+            await close_server(self._server, self._connections)
             self._server = None
             self.serving = False
             with contextlib.suppress(OSError):

@@ -468,6 +468,13 @@ class HubStore:
 
     # ------------------------------------------------------------ custody
 
+    async def _record_delivered(self, op: Callable[[sqlite3.Connection], int]) -> int:
+        """Commit `op` (which returns how many ids are new to the delivered table) and tell `on_delivered`."""
+        new = await self.db.write(op)
+        if new and self.on_delivered is not None:
+            self.on_delivered()
+        return new
+
     async def mark_envelopes_published(self, envelopes: list[tuple[int, int, int]]) -> int:
         """Our uplink got a PUBACK for every report of these whole envelopes, given as (origin, seq, n_items):
         the same as `mark_delivered(their ids, published=True)` in a few set-wise statements (the uplink's
@@ -492,10 +499,7 @@ class HubStore:
             self._bump(conn, "published", new)
             return new
 
-        new: int = await self.db.write(op)
-        if new and self.on_delivered is not None:
-            self.on_delivered()
-        return new
+        return await self._record_delivered(op)
 
     async def mark_delivered(
         self, ids: Iterable[tuple[int, int]], *, published: bool = False, notify: bool = True
@@ -540,10 +544,7 @@ class HubStore:
                 self._bump(conn, "published", new)
             return new
 
-        new: int = await self.db.write(op)
-        if new and self.on_delivered is not None:
-            self.on_delivered()
-        return new
+        return await self._record_delivered(op)
 
     async def mark_published(self, key: tuple[int, int]) -> None:
         await self.db.write(
