@@ -90,7 +90,7 @@ class UplinkBridge:
         pinned_hq_key: bytes | None,
         on_broadcast: Callable[[Envelope], Awaitable[None]],
         status: Callable[[], dict[str, Any]],
-        provenance_of: Callable[[Envelope], Provenance] | None = None,
+        provenance_of: Callable[[int, bool], Provenance] | None = None,
         on_custody: Callable[[], None] | None = None,
         backoff: Backoff | None = None,
         require_subscriber: bool = True,
@@ -311,9 +311,9 @@ class UplinkBridge:
 
     # ------------------------------------------------------------ helpers
 
-    def _provenance(self, env: Envelope) -> Provenance:
+    def _provenance(self, origin: int, unverified: bool) -> Provenance:
         # The relay verified every envelope against the registry before storing it, so the outbox is
         # trusted here (re-verifying 100k signatures would halve the flush rate); HQ re-verifies anyway.
-        if env.origin not in self.registry.camps:
+        if origin not in self.registry.camps:
             return Provenance.UNKNOWN_ORIGIN
-        return Provenance.UNVERIFIED if env.unverified else Provenance.VERIFIED
+        return Provenance.UNVERIFIED if unverified else Provenance.VERIFIED

@@ -11,9 +11,9 @@ PUBACK's reason code, and that matters:
   subscribers" means the broker accepted the message and then had nobody to give it to (HQ's worker is
   down and holds no persistent session), so HQ does not have it either.
 
-So this client speaks MQTT 5 and `publish_qos1` returns a future of the PUBACK's reason code. It also
+So this client speaks MQTT 5 and `publish_qos1` calls back with the PUBACK's reason code. It also
 waits on nothing but the PUBACK: link loss is noticed by the message iterator (see bridge), and the
-whole client is discarded with its unresolved futures, so an unanswered publish is simply not custody.
+whole client is discarded with its callbacks uncalled, so an unanswered publish is simply not custody.
 
 Two more aiomqtt behaviours are patched here because a satellite link makes them hurt: a socket closed
 before the CONNACK fails the attempt at once (aiomqtt waits out its timeout), and `guarded` stops waiting
@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import aiomqtt
@@ -50,26 +50,26 @@ def is_custody(reason: ReasonCode, *, require_subscriber: bool) -> bool:
 
 
 class CustodyClient(aiomqtt.Client):
-    """`aiomqtt.Client` plus `publish_qos1`, which resolves with the broker's PUBACK reason code."""
+    """`aiomqtt.Client` plus `publish_qos1`, which calls back with the broker's PUBACK reason code."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._acks: dict[int, asyncio.Future[ReasonCode]] = {}
+        self._acks: dict[int, Callable[[ReasonCode], None]] = {}
         # Broadcasts are acknowledged only after the relay has stored them (see `ack`).
         self._client.manual_ack_set(True)
 
-    def publish_qos1(self, topic: str, payload: bytes) -> asyncio.Future[ReasonCode]:
-        """Hand one QoS 1 PUBLISH to paho; the future resolves when its PUBACK arrives.
+    def publish_qos1(self, topic: str, payload: bytes, on_ack: Callable[[ReasonCode], None]) -> None:
+        """Hand one QoS 1 PUBLISH to paho; `on_ack(reason)` runs when its PUBACK arrives.
 
-        Raises `aiomqtt.MqttCodeError` at once if paho cannot take it (not connected, queue full).
+        `on_ack` runs inside paho's PUBACK handling, on the event loop: it must not publish. (A callback
+        rather than a future: a future per message and its scheduled wake-up cost a tenth of the backlog
+        flush.) Raises `aiomqtt.MqttCodeError` at once if paho cannot take it (not connected, queue full).
         """
         info = self._client.publish(topic, payload, qos=1)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
-        future: asyncio.Future[ReasonCode] = asyncio.get_running_loop().create_future()
         # paho never reuses a mid that is still in flight, so this cannot collide with a live entry.
-        self._acks[info.mid] = future
-        return future
+        self._acks[info.mid] = on_ack
 
     async def guarded(self, awaitable: Awaitable[T]) -> T:
         """Await `awaitable` (a subscribe, a status publish) unless the link drops first.
@@ -167,9 +167,9 @@ class CustodyClient(aiomqtt.Client):
         reason_code: ReasonCode,
         properties: Properties,
     ) -> None:
-        future = self._acks.pop(mid, None)
-        if future is None:
+        on_ack = self._acks.pop(mid, None)
+        if on_ack is None:
             # One of aiomqtt's own publishes (the retained status): let aiomqtt resolve it.
             super()._on_publish(client, userdata, mid, reason_code, properties)
-        elif not future.done():
-            future.set_result(reason_code)
+        else:
+            on_ack(reason_code)

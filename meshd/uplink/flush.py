@@ -18,7 +18,6 @@ while the rest of the outbox keeps flowing.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import Counter
@@ -35,7 +34,7 @@ from meshd.uplink.client import CustodyClient, is_custody
 from meshd.uplink.target import Topics
 from meshd.wire import codec
 from meshd.wire.codec import Provenance
-from meshd.wire.envelope import UINT32_MAX, Envelope, Kind
+from meshd.wire.envelope import Kind
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +91,7 @@ class Flusher:
         topics: Topics,
         inflight: int,
         budget: HourlyByteBudget,
-        provenance_of: Callable[[Envelope], Provenance],
+        provenance_of: Callable[[int, bool], Provenance],  # (origin, unverified)
         counters: Counter[str],
         require_subscriber: bool = True,
         poll_s: float = 1.0,
@@ -269,7 +268,7 @@ class Flusher:
             else:
                 await window.acquire()
             try:
-                future = client.publish_qos1(topic, payload)
+                client.publish_qos1(topic, payload, partial(self._acked, flight, window))
             except BaseException:
                 window.release()
                 raise
@@ -277,13 +276,9 @@ class Flusher:
             self.budget.spend(nbytes, self.clock())
             self.counters["published"] += 1
             self.counters["bytes"] += nbytes
-            future.add_done_callback(partial(self._acked, flight, window))
 
-    def _acked(self, flight: _Flight, window: asyncio.Semaphore, future: asyncio.Future[ReasonCode]) -> None:
+    def _acked(self, flight: _Flight, window: asyncio.Semaphore, reason: ReasonCode) -> None:
         window.release()
-        if future.cancelled():
-            return
-        reason = future.result()
         self._last_progress = self.clock()
         self.counters["puback"] += 1
         if not is_custody(reason, require_subscriber=self.require_subscriber):
@@ -360,37 +355,21 @@ class Flusher:
 
     def _plan(self, entry: OutboxEntry) -> _Plan | None:
         try:
-            env = Envelope.from_bytes(entry.envelope)
-            if entry.age_s > env.age_s:
-                # Publish the age as of now (dwell in this store included); age_s is outside the signature.
-                # (Built directly: dataclasses.replace costs more than the rest of the envelope handling.)
-                env = Envelope(
-                    env.origin,
-                    env.seq,
-                    env.kind,
-                    env.body,
-                    min(entry.age_s, UINT32_MAX),
-                    env.time_quality,
-                    env.unverified,
-                    env.observed_at,
-                    env.signature,
-                )
-            reports = codec.unbatch(env)
+            rendered = codec.render_uplink(
+                entry.envelope, min_age_s=entry.age_s, provenance_of=self.provenance_of, gateway=self.topics.camp_id
+            )
         except DecodeError as exc:
             self._hold(entry, f"does not decode ({exc})")
             return None
-        plan = _Plan(alert=any(r.kind is Kind.ALERT for r in reports))
-        provenance = self.provenance_of(env)
-        for report in reports:
-            topic = self.topics.report(report.origin, report.kind)
+        plan = _Plan(alert=False)
+        for message in rendered:
+            topic = self.topics.report(message.origin, message.kind)
             if topic is None:
                 # Broadcasts and notices travel the mesh only; they are not ours to mark delivered.
-                self._hold(entry, f"is a {report.kind.value}, which has no uplink topic", level=logging.DEBUG)
+                self._hold(entry, f"is a {message.kind.value}, which has no uplink topic", level=logging.DEBUG)
                 return None
-            doc = codec.report_json(report, provenance=provenance)
-            doc["gateway"] = self.topics.camp_id  # docs/mqtt.md: which hub uplinked this copy (unauthenticated)
-            payload = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
-            plan.messages.append((topic, payload))
+            plan.alert = plan.alert or message.kind is Kind.ALERT
+            plan.messages.append((topic, message.payload))
         return plan
 
     def _hold(self, entry: OutboxEntry, why: str, level: int = logging.ERROR) -> None:

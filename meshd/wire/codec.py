@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import enum
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,16 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 
 from meshd.errors import DecodeError, EncodeError, SealError
 from meshd.wire import bodies, seal
-from meshd.wire.envelope import MAX_ENVELOPE_LEN, Envelope, Kind, TimeQuality, message_id, sign
+from meshd.wire.envelope import (
+    MAX_ENVELOPE_LEN,
+    UINT32_MAX,
+    Envelope,
+    Kind,
+    TimeQuality,
+    message_id,
+    parse_pb,
+    sign,
+)
 from meshd.wire.pb import meshd_pb2 as pb
 
 JsonDict = dict[str, Any]
@@ -137,25 +147,33 @@ def unbatch(envelope: Envelope) -> list[Report]:
     """The reports an envelope carries: itself, or each batch item with id (origin, seq + index)."""
     if envelope.kind is not Kind.BATCH:
         return [Report(envelope.origin, envelope.seq, envelope.kind, envelope.body, envelope.age_s, envelope)]
+    return [
+        Report(envelope.origin, seq, kind, body, age, envelope, index)
+        for seq, kind, body, age, index in _batch_items(envelope.body, envelope.seq, envelope.age_s)
+    ]
+
+
+_Item = tuple[int, Kind, bytes, int, int | None]  # seq, kind, body, age_s, batch index
+
+
+def _batch_items(body: bytes, seq: int, age_s: int) -> list[_Item]:
     msg = pb.Batch()
     try:
-        msg.ParseFromString(envelope.body)
+        msg.ParseFromString(body)
     except (ProtobufDecodeError, RuntimeError, ValueError) as exc:
         raise DecodeError(f"batch body does not decode: {exc}") from None
     if not msg.items:
         raise DecodeError("empty batch")
-    if envelope.seq + len(msg.items) - 1 > 0xFFFFFFFF:
+    if seq + len(msg.items) - 1 > 0xFFFFFFFF:
         raise DecodeError("batch seqs overflow")
-    reports = []
+    items: list[_Item] = []
     for index, item in enumerate(msg.items):
         which = item.WhichOneof("body")
         if which is None:
             raise DecodeError(f"batch item {index} has no body")
-        age = min(envelope.age_s + item.extra_age_s, 0xFFFFFFFF)
-        reports.append(
-            Report(envelope.origin, envelope.seq + index, Kind(which), getattr(item, which), age, envelope, index)
-        )
-    return reports
+        age = min(age_s + item.extra_age_s, 0xFFFFFFFF)
+        items.append((seq + index, Kind(which), getattr(item, which), age, index))
+    return items
 
 
 # ---------------------------------------------------------------- JSON mapping (MQTT contract)
@@ -167,28 +185,136 @@ def report_json(
     provenance: Provenance,
     open_key: X25519PrivateKey | None = None,
 ) -> JsonDict:
-    """The JSON object HQ integrates against (README "MQTT contract")."""
+    """The JSON object HQ integrates against (README "MQTT contract"): `report_json_bytes`, parsed."""
+    obj: JsonDict = json.loads(report_json_bytes(report, provenance=provenance, open_key=open_key))
+    return obj
+
+
+# Compact, UTF-8 as is (Korean notes stay readable in a broker's log); one encoder for every payload:
+# json.dumps() with options builds a new encoder on each call.
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def report_json_bytes(
+    report: Report,
+    *,
+    provenance: Provenance,
+    open_key: X25519PrivateKey | None = None,
+    envelope_b64: str | None = None,
+    gateway: int | None = None,
+) -> bytes:
+    """The MQTT payload of one report: the contract's JSON (docs/mqtt.md), UTF-8, compact.
+
+    `envelope_b64` is `envelope_base64(report.envelope)` when the caller already has it (the reports of a
+    batch share their envelope); `gateway` is the publishing hub's camp id (docs/mqtt.md).
+    """
     env = report.envelope
+    return _report_text(
+        report.origin,
+        report.seq,
+        report.kind,
+        report.body,
+        report.age_s,
+        batch_index=report.batch_index,
+        time_quality=env.time_quality,
+        observed_at=env.observed_at,
+        provenance=provenance,
+        envelope_b64=envelope_base64(env) if envelope_b64 is None else envelope_b64,
+        gateway=gateway,
+        open_key=open_key,
+    )
+
+
+def _report_text(
+    origin: int,
+    seq: int,
+    kind: Kind,
+    body: bytes,
+    age_s: int,
+    *,
+    batch_index: int | None,
+    time_quality: TimeQuality,
+    observed_at: int | None,
+    provenance: Provenance,
+    envelope_b64: str,
+    gateway: int | None,
+    open_key: X25519PrivateKey | None,
+) -> bytes:
+    # Written as text around the encoded body rather than as a dict through the encoder: the uplink
+    # renders every report it publishes, and its backlog flush is bounded by this (bench/uplink_flush.py).
+    # Everything interpolated is an int, a fixed enum word or base64: nothing JSON would escape.
     try:
-        body = decode_body(report.kind, report.body, report.origin, open_key=open_key)
+        decoded = decode_body(kind, body, origin, open_key=open_key)
     except SealError:
-        body = {"sealed": True, "size": seal.sealed_size(report.body), "open_error": "wrong key or tampered"}
-    out: JsonDict = {
-        "id": report.id,
-        "origin": report.origin,
-        "seq": report.seq,
-        "kind": report.kind.value,
-        "age_s": report.age_s,
-        "time_quality": env.time_quality.value,
-        "provenance": provenance.value,
-    }
-    if env.observed_at is not None:
-        out["observed_at"] = env.observed_at
-    out["body"] = body
-    out["envelope"] = base64.b64encode(env.to_bytes()).decode("ascii")
-    if report.batch_index is not None:
-        out["batch_index"] = report.batch_index
-    return out
+        decoded = {"sealed": True, "size": seal.sealed_size(body), "open_error": "wrong key or tampered"}
+    text = (
+        f'{{"id":"{origin}:{seq}","origin":{origin},"seq":{seq},"kind":"{kind.value}","age_s":{age_s},'
+        f'"time_quality":"{time_quality.value}","provenance":"{provenance.value}"'
+    )
+    if observed_at is not None:
+        text += f',"observed_at":{observed_at}'
+    text += f',"body":{_JSON.encode(decoded)},"envelope":"{envelope_b64}"'
+    if batch_index is not None:
+        text += f',"batch_index":{batch_index}'
+    if gateway is not None:
+        text += f',"gateway":{gateway}'
+    return (text + "}").encode()
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkMessage:
+    origin: int
+    kind: Kind
+    payload: bytes  # report_json_bytes of the report
+
+
+def render_uplink(
+    raw: bytes, *, min_age_s: int, provenance_of: Callable[[int, bool], Provenance], gateway: int
+) -> list[UplinkMessage]:
+    """The MQTT payloads for stored envelope bytes `raw`: `report_json_bytes` of each report of
+    `unbatch(Envelope.from_bytes(raw))`, published `min_age_s` old if it is older than the envelope says.
+
+    Straight from the protobuf message, without building envelopes and reports: the uplink's backlog
+    flush does this for every envelope, and its rate is bounded by it. `provenance_of(origin, unverified)`
+    is asked once. Raises `DecodeError` for bytes that are not an envelope.
+    """
+    msg, kind, time_quality = parse_pb(raw)
+    age = msg.age_s
+    if min_age_s > age:
+        # Publish the age as of now (dwell in this store included); age_s is outside the signature.
+        age = msg.age_s = min(min_age_s, UINT32_MAX)
+        raw = msg.SerializeToString(deterministic=True)  # what Envelope.to_bytes() gives
+    envelope_b64 = base64.b64encode(raw).decode("ascii")
+    origin, seq = msg.origin, msg.seq
+    body = getattr(msg, kind.value)
+    items: list[_Item] = [(seq, kind, body, age, None)] if kind is not Kind.BATCH else _batch_items(body, seq, age)
+    provenance = provenance_of(origin, msg.unverified)
+    observed_at = msg.observed_at or None
+    return [
+        UplinkMessage(
+            origin,
+            item_kind,
+            _report_text(
+                origin,
+                item_seq,
+                item_kind,
+                item_body,
+                item_age,
+                batch_index=index,
+                time_quality=time_quality,
+                observed_at=observed_at,
+                provenance=provenance,
+                envelope_b64=envelope_b64,
+                gateway=gateway,
+                open_key=None,
+            ),
+        )
+        for item_seq, item_kind, item_body, item_age, index in items
+    ]
+
+
+def envelope_base64(envelope: Envelope) -> str:
+    return base64.b64encode(envelope.to_bytes()).decode("ascii")
 
 
 def envelope_from_json(obj: Mapping[str, Any]) -> Envelope:

@@ -51,6 +51,7 @@ _TQ_TO_PB = {
     TimeQuality.NTP: pb.TIME_QUALITY_NTP,
 }
 _TQ_FROM_PB = {v: k for k, v in _TQ_TO_PB.items()}
+_KIND_OF_FIELD = {kind.value: kind for kind in Kind}
 
 
 def message_id(origin: int, seq: int) -> str:
@@ -105,35 +106,44 @@ class Envelope:
     @classmethod
     def from_bytes(cls, data: bytes) -> Envelope:
         """Parse an envelope; raises `DecodeError` for anything that is not one."""
-        if not data:
-            raise DecodeError("empty envelope")
-        if len(data) > 512:
-            raise DecodeError(f"envelope of {len(data)} bytes is larger than any radio frame")
-        msg = pb.Envelope()
-        try:
-            msg.ParseFromString(data)
-        except (ProtobufDecodeError, RuntimeError, ValueError) as exc:
-            raise DecodeError(f"not a meshd envelope: {exc}") from None
-        if msg.version != pb.WIRE_VERSION_1:
-            raise DecodeError(f"unsupported wire version {msg.version}")
-        which = msg.WhichOneof("body")
-        if which is None:
-            raise DecodeError("envelope has no body (unknown kind or not a meshd envelope)")
-        if len(msg.signature) != SIGNATURE_LEN:
-            raise DecodeError(f"signature is {len(msg.signature)} bytes, expected {SIGNATURE_LEN}")
-        if msg.time_quality not in _TQ_FROM_PB:
-            raise DecodeError(f"unknown time quality {msg.time_quality}")
+        msg, kind, time_quality = parse_pb(data)
+        # Positional: the uplink parses every envelope it publishes.
         return cls(
-            origin=msg.origin,
-            seq=msg.seq,
-            kind=Kind(which),
-            body=getattr(msg, which),
-            age_s=msg.age_s,
-            time_quality=_TQ_FROM_PB[msg.time_quality],
-            unverified=msg.unverified,
-            observed_at=msg.observed_at if msg.observed_at else None,
-            signature=msg.signature,
+            msg.origin,
+            msg.seq,
+            kind,
+            getattr(msg, kind.value),
+            msg.age_s,
+            time_quality,
+            msg.unverified,
+            msg.observed_at or None,
+            msg.signature,
         )
+
+
+def parse_pb(data: bytes) -> tuple[pb.Envelope, Kind, TimeQuality]:
+    """The checks of `Envelope.from_bytes`, returning the protobuf message itself (with its kind and time
+    quality) for callers that only read a few fields and do not need an `Envelope` (the uplink's flush)."""
+    if not data:
+        raise DecodeError("empty envelope")
+    if len(data) > 512:
+        raise DecodeError(f"envelope of {len(data)} bytes is larger than any radio frame")
+    msg = pb.Envelope()
+    try:
+        msg.ParseFromString(data)
+    except (ProtobufDecodeError, RuntimeError, ValueError) as exc:
+        raise DecodeError(f"not a meshd envelope: {exc}") from None
+    if msg.version != pb.WIRE_VERSION_1:
+        raise DecodeError(f"unsupported wire version {msg.version}")
+    which = msg.WhichOneof("body")
+    if which is None:
+        raise DecodeError("envelope has no body (unknown kind or not a meshd envelope)")
+    if len(msg.signature) != SIGNATURE_LEN:
+        raise DecodeError(f"signature is {len(msg.signature)} bytes, expected {SIGNATURE_LEN}")
+    time_quality = _TQ_FROM_PB.get(msg.time_quality)
+    if time_quality is None:
+        raise DecodeError(f"unknown time quality {msg.time_quality}")
+    return msg, _KIND_OF_FIELD[which], time_quality
 
 
 def _check_uint32(name: str, value: int) -> None:
