@@ -158,3 +158,26 @@ async def test_a_restart_restarts_the_recheck_clock(tmp_path: Path) -> None:
         assert await store.recheck_handed(3600) == 0
         now[0] += 3601
         assert await store.recheck_handed(3600) == 1
+
+
+async def test_every_stored_envelope_keeps_its_uplink_bodies_rendered(tmp_path: Path) -> None:
+    """The flush publishes what the store rendered at insert time (schema migration 4): each way into the
+    outbox keeps codec.uplink_bodies of the envelope, and envelopes without published reports keep none."""
+    from meshd.wire import codec
+
+    async with HubStore(tmp_path / "s.db") as store:
+        await receive(store, env(7, 1))
+        await store.originate(3, lambda seq: env(3, seq), priority=20)
+        await store.originate(3, lambda seq: env(3, seq), priority=20)
+        batch = Envelope(
+            3, 1, Kind.BATCH, codec.make_batch_body([codec.BatchEntry(Kind.NEEDS, b"\x08\x02")] * 2)
+        )
+        await store.replace_with_batch([(3, 1), (3, 2)], batch, priority=20)
+        notice = Envelope(9, 5, Kind.CUSTODY, codec.encode_body(Kind.CUSTODY, {"ids": ["7:1"]}, 9))
+        await store.accept(notice, priority=20)
+        stored = {e.key: e.uplink_bodies for e in await store.pending()}
+    assert stored == {
+        (7, 1): '{"camp":7,"population":{"individuals":2}}',
+        (3, 1): '{"camp":3,"population":{"individuals":2}}\n{"camp":3,"population":{"individuals":2}}',
+        (9, 5): None,
+    }

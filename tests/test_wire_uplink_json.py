@@ -30,6 +30,7 @@ from meshd.wire.codec import (
     report_json,
     report_json_bytes,
     unbatch,
+    uplink_bodies,
 )
 from meshd.wire.envelope import UINT32_MAX, Envelope, Kind, TimeQuality, sign
 from tests.test_wire_bodies import alert_bodies, needs_bodies, status_bodies
@@ -139,12 +140,37 @@ def test_render_uplink_equals_the_reports_of_the_aged_envelope(items, stored_age
         return Provenance.UNVERIFIED if u else Provenance.VERIFIED
 
     rendered = render_uplink(env.to_bytes(), min_age_s=min_age, provenance_of=provenance_of, gateway=7)
+    # the bodies rendered when the envelope was stored give the same payloads
+    stored = uplink_bodies(env)
+    assert stored is not None
+    assert (
+        render_uplink(env.to_bytes(), min_age_s=min_age, provenance_of=provenance_of, gateway=7, bodies=stored)
+        == rendered
+    )
     aged = replace(env, age_s=max(stored_age, min_age))
     expected = unbatch(aged)
     assert [(m.origin, m.kind) for m in rendered] == [(r.origin, r.kind) for r in expected]
     provenance = Provenance.UNVERIFIED if unverified else Provenance.VERIFIED
     assert [m.payload for m in rendered] == [_oracle(r, provenance, 7) for r in expected]
-    assert asked == [(origin, unverified)]
+    assert asked == [(origin, unverified)] * 2
+
+
+def test_stored_bodies_are_used_and_a_mismatched_count_is_ignored():
+    env = _envelope(Kind.NEEDS, {"note": "x"}, origin=5, seq=1, age=0, clock=(TimeQuality.NONE, None))
+    verified = lambda o, u: Provenance.VERIFIED  # noqa: E731
+    [used] = render_uplink(env.to_bytes(), min_age_s=0, provenance_of=verified, gateway=7, bodies='{"camp":99}')
+    assert json.loads(used.payload)["body"] == {"camp": 99}  # taken as stored, not decoded again
+    [fresh] = render_uplink(env.to_bytes(), min_age_s=0, provenance_of=verified, gateway=7, bodies="{}\n{}")
+    assert json.loads(fresh.payload)["body"] == {"camp": 5, "note": "x"}  # two bodies for one report: rendered
+
+
+def test_envelopes_without_published_reports_have_no_stored_bodies():
+    notice = sign(Envelope(5, 0, Kind.CUSTODY, encode_body(Kind.CUSTODY, {"ids": ["5:1"]}, 5)), KEY)
+    assert uplink_bodies(notice) is None
+    broken = sign(Envelope(5, 1, Kind.NEEDS, b"\xff\xff"), KEY)
+    assert uplink_bodies(broken) is None
+    with pytest.raises(DecodeError):
+        render_uplink(broken.to_bytes(), min_age_s=0, provenance_of=lambda o, u: Provenance.VERIFIED, gateway=7)
 
 
 @pytest.mark.parametrize("raw", [b"", b"\x00" * 600, b"not an envelope", bytes(range(40))])

@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Self
 
 from meshd.store.store import Database, new_session_id
+from meshd.wire import codec
 from meshd.wire.envelope import Envelope
 
 ALIVE_EVERY_S = 300.0  # how often the alive mark is written: bounds lost age after a power cut, costs SD writes
@@ -37,6 +38,7 @@ class OutboxEntry:
     published: bool
     handed_to: int = 0
     from_node: int = 0
+    uplink_bodies: str | None = None  # codec.uplink_bodies(envelope), rendered when stored
 
     @property
     def key(self) -> tuple[int, int]:
@@ -182,7 +184,7 @@ class HubStore:
     ) -> None:
         conn.execute(
             "INSERT OR IGNORE INTO outbox (origin, seq, n_items, kind, priority, envelope, age_base, stored_mono,"
-            " session, local, expires_at_age, from_node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " session, local, expires_at_age, from_node, uplink_bodies) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 env.origin,
                 env.seq,
@@ -196,6 +198,7 @@ class HubStore:
                 int(local),
                 env.age_s + expiry_s,
                 from_node,
+                codec.uplink_bodies(env),
             ),
         )
 
@@ -323,9 +326,11 @@ class HubStore:
 
     # ------------------------------------------------------------ scheduling
 
-    def _entry(self, row: tuple[int, int, int, str, int, bytes, int, float, int, int, int, int, int]) -> OutboxEntry:
+    def _entry(
+        self, row: tuple[int, int, int, str, int, bytes, int, float, int, int, int, int, int, str | None]
+    ) -> OutboxEntry:
         origin, seq, n_items, kind, priority, envelope, age_base, stored_mono, attempts, local, published = row[:11]
-        handed, from_node = row[11], row[12]
+        handed, from_node, uplink_bodies = row[11], row[12], row[13]
         return OutboxEntry(
             origin,
             seq,
@@ -339,11 +344,12 @@ class HubStore:
             bool(published),
             handed,
             from_node,
+            uplink_bodies,
         )
 
     _COLUMNS = (
         "origin, seq, n_items, kind, priority, envelope, age_base, stored_mono, attempts, local, published, handed_to,"
-        " from_node"
+        " from_node, uplink_bodies"
     )
 
     async def due(self, limit: int = 32, *, unpublished_only: bool = False) -> list[OutboxEntry]:

@@ -75,6 +75,13 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE outbox ADD COLUMN from_node INTEGER NOT NULL DEFAULT 0;
     """,
+    # 4: the uplink's JSON of each report's body (codec.uplink_bodies), rendered when the envelope is stored
+    # so that a short satellite window is spent publishing, not decoding. NULL: rendered at publish time
+    # (rows from before, and envelopes without reports). A release that changes the JSON mapping of bodies
+    # must add a migration that sets this column to NULL.
+    """
+    ALTER TABLE outbox ADD COLUMN uplink_bodies TEXT;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

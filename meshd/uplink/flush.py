@@ -356,7 +356,11 @@ class Flusher:
     def _plan(self, entry: OutboxEntry) -> _Plan | None:
         try:
             rendered = codec.render_uplink(
-                entry.envelope, min_age_s=entry.age_s, provenance_of=self.provenance_of, gateway=self.topics.camp_id
+                entry.envelope,
+                min_age_s=entry.age_s,
+                provenance_of=self.provenance_of,
+                gateway=self.topics.camp_id,
+                bodies=entry.uplink_bodies,
             )
         except DecodeError as exc:
             self._hold(entry, f"does not decode ({exc})")

@@ -213,7 +213,7 @@ def report_json_bytes(
         report.origin,
         report.seq,
         report.kind,
-        report.body,
+        _body_text(report.kind, report.body, report.origin, open_key),
         report.age_s,
         batch_index=report.batch_index,
         time_quality=env.time_quality,
@@ -221,7 +221,6 @@ def report_json_bytes(
         provenance=provenance,
         envelope_b64=envelope_base64(env) if envelope_b64 is None else envelope_b64,
         gateway=gateway,
-        open_key=open_key,
     )
 
 
@@ -229,7 +228,7 @@ def _report_text(
     origin: int,
     seq: int,
     kind: Kind,
-    body: bytes,
+    body_text: str,
     age_s: int,
     *,
     batch_index: int | None,
@@ -238,22 +237,17 @@ def _report_text(
     provenance: Provenance,
     envelope_b64: str,
     gateway: int | None,
-    open_key: X25519PrivateKey | None,
 ) -> bytes:
     # Written as text around the encoded body rather than as a dict through the encoder: the uplink
     # renders every report it publishes, and its backlog flush is bounded by this (bench/uplink_flush.py).
     # Everything interpolated is an int, a fixed enum word or base64: nothing JSON would escape.
-    try:
-        decoded = decode_body(kind, body, origin, open_key=open_key)
-    except SealError:
-        decoded = {"sealed": True, "size": seal.sealed_size(body), "open_error": "wrong key or tampered"}
     text = (
         f'{{"id":"{origin}:{seq}","origin":{origin},"seq":{seq},"kind":"{kind.value}","age_s":{age_s},'
         f'"time_quality":"{time_quality.value}","provenance":"{provenance.value}"'
     )
     if observed_at is not None:
         text += f',"observed_at":{observed_at}'
-    text += f',"body":{_JSON.encode(decoded)},"envelope":"{envelope_b64}"'
+    text += f',"body":{body_text},"envelope":"{envelope_b64}"'
     if batch_index is not None:
         text += f',"batch_index":{batch_index}'
     if gateway is not None:
@@ -268,15 +262,46 @@ class UplinkMessage:
     payload: bytes  # report_json_bytes of the report
 
 
+PUBLISHED_KINDS = frozenset({Kind.NEEDS, Kind.ALERT, Kind.SEALED, Kind.STATUS})
+
+
+def uplink_bodies(envelope: Envelope) -> str | None:
+    """The `body` JSON of each report the uplink publishes for `envelope`, one per line (JSON text never
+    holds a raw newline), for `render_uplink(..., bodies=...)`. None for an envelope that carries no
+    published report (notices, broadcasts) or does not decode: it is then rendered (or refused) when
+    published. The store keeps this beside the envelope (see meshd.store.schema, migration 4)."""
+    try:
+        reports = unbatch(envelope)
+        if not all(report.kind in PUBLISHED_KINDS for report in reports):
+            return None
+        return "\n".join(_body_text(r.kind, r.body, r.origin, None) for r in reports)
+    except DecodeError:
+        return None
+
+
+def _body_text(kind: Kind, body: bytes, origin: int, open_key: X25519PrivateKey | None) -> str:
+    try:
+        decoded = decode_body(kind, body, origin, open_key=open_key)
+    except SealError:
+        decoded = {"sealed": True, "size": seal.sealed_size(body), "open_error": "wrong key or tampered"}
+    return _JSON.encode(decoded)
+
+
 def render_uplink(
-    raw: bytes, *, min_age_s: int, provenance_of: Callable[[int, bool], Provenance], gateway: int
+    raw: bytes,
+    *,
+    min_age_s: int,
+    provenance_of: Callable[[int, bool], Provenance],
+    gateway: int,
+    bodies: str | None = None,
 ) -> list[UplinkMessage]:
     """The MQTT payloads for stored envelope bytes `raw`: `report_json_bytes` of each report of
     `unbatch(Envelope.from_bytes(raw))`, published `min_age_s` old if it is older than the envelope says.
 
     Straight from the protobuf message, without building envelopes and reports: the uplink's backlog
     flush does this for every envelope, and its rate is bounded by it. `provenance_of(origin, unverified)`
-    is asked once. Raises `DecodeError` for bytes that are not an envelope.
+    is asked once. `bodies` is `uplink_bodies` of the same envelope, rendered earlier (the store keeps
+    it): the bodies are then not decoded again. Raises `DecodeError` for bytes that are not an envelope.
     """
     msg, kind, time_quality = parse_pb(raw)
     age = msg.age_s
@@ -290,6 +315,9 @@ def render_uplink(
     items: list[_Item] = [(seq, kind, body, age, None)] if kind is not Kind.BATCH else _batch_items(body, seq, age)
     provenance = provenance_of(origin, msg.unverified)
     observed_at = msg.observed_at or None
+    texts = bodies.split("\n") if bodies is not None else []
+    if len(texts) != len(items):
+        texts = [_body_text(item_kind, item_body, origin, None) for _, item_kind, item_body, _, _ in items]
     return [
         UplinkMessage(
             origin,
@@ -298,7 +326,7 @@ def render_uplink(
                 origin,
                 item_seq,
                 item_kind,
-                item_body,
+                text,
                 item_age,
                 batch_index=index,
                 time_quality=time_quality,
@@ -306,10 +334,9 @@ def render_uplink(
                 provenance=provenance,
                 envelope_b64=envelope_b64,
                 gateway=gateway,
-                open_key=None,
             ),
         )
-        for item_seq, item_kind, item_body, item_age, index in items
+        for (item_seq, item_kind, _, item_age, index), text in zip(items, texts, strict=True)
     ]
 
 
