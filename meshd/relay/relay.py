@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 CARRIED_KINDS = (Kind.NEEDS, Kind.ALERT, Kind.SEALED, Kind.BATCH)
 BATCHABLE = (Kind.NEEDS, Kind.ALERT, Kind.SEALED)
 CONTROL_SEQ = 0  # custody/delivered/beacon notices are not reports: they carry no report id
+MAX_ANSWERS = 16  # data frames named in one custody notice (about 2 s of frames from one neighbour)
 RECEIVE_IN_FLIGHT = 64  # received envelopes handled at once (their store writes share commits)
 NOTICE_ROUNDS = 3  # times a Delivered id is repeated to outer neighbours until one is heard passing it on
 
@@ -122,6 +123,10 @@ class Relay:
         self.airtime_used_s = 0.0
         self._wake = asyncio.Event()
         self._pending_acks: dict[int, set[tuple[int, int]]] = defaultdict(set)
+        self._pending_answers: dict[int, set[int]] = defaultdict(set)  # packet ids our next notice answers
+        # the latest send of each carried envelope: (to whom, packet id & ANSWER_MASK). Only a custody notice
+        # answering it hands the envelope over; a send taken back or handed over is forgotten.
+        self._last_send: dict[tuple[int, int], tuple[int, int]] = {}
         self._ack_hops: dict[int, int] = {}
         self._sent_at: dict[tuple[int, int], tuple[int, float]] = {}
         # the last send of each carried report that went direct (hop limit 0): to whom
@@ -310,6 +315,7 @@ class Relay:
                 # the hub we had handed it to) must not hand it over again: that hub has passed it on or given
                 # it back to us. Only a notice for our next send counts (at worst we send it once more).
                 self._pinned.add(key)
+                self._last_send.pop(key, None)
                 self._wake.set()
             elif result == AcceptResult.NEW:
                 self.counters["accepted"] += 1
@@ -326,7 +332,9 @@ class Relay:
         if packet.to_node != BROADCAST:
             self._upstream[packet.from_node] = (packet.hops_away, self.clock.now())
             # custody: we hold it durably now (or HQ does): the sender may drop its copy
-            self._queue_custody_ack(packet.from_node, [(r.origin, r.seq) for r in reports], packet.hops_away)
+            self._queue_custody_ack(
+                packet.from_node, [(r.origin, r.seq) for r in reports], packet.hops_away, packet.packet_id
+            )
 
     def _take_unknown_token(self) -> bool:
         now = self.clock.now()
@@ -344,6 +352,7 @@ class Relay:
         if packet.to_node not in (BROADCAST, self.radio.my_node):
             return
         ids = bodies.decode_delivered_ids(env.body)
+        answers = bodies.decode_custody_answers(env.body)
         by_key: dict[tuple[int, int], set[int]] = defaultdict(set)
         for origin, seq in ids:
             by_key[(origin, seq)].add(seq)
@@ -351,8 +360,14 @@ class Relay:
         for entry in await self._entries_covering(ids):
             if entry.key in self._pinned or entry.key in self._receiving:
                 continue  # a notice for a send made before the report came back round a loop
+            if answers and self._last_send.get(entry.key) not in {(packet.from_node, a) for a in answers}:
+                # It answers an earlier send (or one from before our restart): since then the receiver may
+                # have passed the report on, or sent it back to us. Our latest send's notice decides.
+                self.counters["custody_stale"] += 1
+                continue
             if entry.handed_to == 0 and all(key in by_key for key in entry.report_keys()):
                 removed += await self.store.hand_over([entry.key], packet.from_node)
+                self._last_send.pop(entry.key, None)
                 self._measure_rtt(entry.key, packet.from_node)
                 if self._sent_direct.pop(entry.key, None) == packet.from_node:
                     self._direct_record[packet.from_node][0] += 1
@@ -445,8 +460,9 @@ class Relay:
 
     # ------------------------------------------------------------------ custody notices
 
-    def _queue_custody_ack(self, node: int, ids: list[tuple[int, int]], radio_hops: int = 0) -> None:
+    def _queue_custody_ack(self, node: int, ids: list[tuple[int, int]], radio_hops: int, packet_id: int) -> None:
         self._pending_acks[node].update(ids)
+        self._pending_answers[node].add(packet_id & bodies.ANSWER_MASK)
         # answer over as many relay radios as the data crossed (its beacon may not have reached us)
         self._ack_hops[node] = max(self._ack_hops.get(node, 0), radio_hops, self.routes.radio_hops_to(node))
         if node not in self._ack_flush:
@@ -464,17 +480,21 @@ class Relay:
     async def _send_custody_ack(self, node: int) -> None:
         self._ack_flush.pop(node, None)
         ids = sorted(self._pending_acks.pop(node, set()))
+        # every frame of the notice names every data frame it answers (a few 3-byte numbers)
+        answers = sorted(self._pending_answers.pop(node, set()))[-MAX_ANSWERS:]
         hops = self._ack_hops.pop(node, 0)
         while ids:
-            chunk, ids = self._fit_ids(Kind.CUSTODY, ids)
+            chunk, ids = self._fit_ids(Kind.CUSTODY, ids, answers)
             await self._transmit(chunk, to=node, hop_limit=hops, alert=True, wait_budget=True)
             self.counters["custody_acks_sent"] += 1
 
-    def _fit_ids(self, kind: Kind, ids: list[tuple[int, int]]) -> tuple[bytes, list[tuple[int, int]]]:
+    def _fit_ids(
+        self, kind: Kind, ids: list[tuple[int, int]], answers: list[int] | None = None
+    ) -> tuple[bytes, list[tuple[int, int]]]:
         """Sign as many ids as fit one frame; return the frame and the rest."""
         count = len(ids)
         while True:
-            env = Envelope(self.camp_id, CONTROL_SEQ, kind, bodies.encode_delivered_ids(ids[:count]))
+            env = Envelope(self.camp_id, CONTROL_SEQ, kind, bodies.encode_delivered_ids(ids[:count], answers or ()))
             signed = sign(env, self.keys.sign, max_len=10_000)
             raw = signed.to_bytes()
             if len(raw) <= MAX_ENVELOPE_LEN or count == 1:
@@ -535,7 +555,7 @@ class Relay:
         sent = await self._transmit(
             env.to_bytes(), to=BROADCAST, hop_limit=self.config.neighbour_radio_hops, alert=False, wait_budget=False
         )
-        if sent:
+        if sent is not None:
             self._answer_beacon = False
             # without a route, ask again with growing gaps instead of chattering while an uplink is down
             self._lost_gap = (
@@ -617,9 +637,11 @@ class Relay:
                     return max(self.budget.wait_s(cost, self.clock.now(), alert=True), 1.0)
                 continue  # an alert further down may still fit the reserve
             hop_limit = self._data_hop_limit(entry, hop)
-            if not await self._transmit(raw, to=hop.node, hop_limit=hop_limit, alert=alert, wait_budget=False):
+            packet_id = await self._transmit(raw, to=hop.node, hop_limit=hop_limit, alert=alert, wait_budget=False)
+            if packet_id is None:
                 return 5.0
             self._pinned.discard(entry.key)  # notices for this send may hand it over again
+            self._last_send[entry.key] = (hop.node, packet_id & bodies.ANSWER_MASK)
             if hop_limit == 0:
                 self._sent_direct[entry.key] = hop.node
             else:
@@ -685,21 +707,22 @@ class Relay:
             return batched if batched is not None else first
         return first
 
-    async def _transmit(self, raw: bytes, *, to: int, hop_limit: int, alert: bool, wait_budget: bool) -> bool:
+    async def _transmit(self, raw: bytes, *, to: int, hop_limit: int, alert: bool, wait_budget: bool) -> int | None:
+        """Send one frame within the airtime budget; its packet id, or None when it was not sent."""
         cost = airtime.payload_airtime_s(len(raw), self.preset, self.radio_config.portnum)
         if wait_budget:
             wait = self.budget.wait_s(cost, self.clock.now(), alert=True)
             if math.isinf(wait):
                 self.counters["budget_refused"] += 1
-                return False
+                return None
             if wait > 0:
                 await self.clock.sleep(wait)
         elif not self.budget.can_send(cost, self.clock.now(), alert=alert):
             self.counters["budget_waits"] += 1
-            return False
+            return None
         priority = Priority.ALERT if alert else Priority.RELIABLE
         try:
-            await self.radio.send(
+            packet_id = await self.radio.send(
                 raw,
                 to=to,
                 portnum=self.radio_config.portnum,
@@ -711,11 +734,11 @@ class Relay:
         except MeshdError as exc:
             self.counters["send_errors"] += 1
             log.warning("radio send failed: %s", exc)
-            return False
+            return None
         self.budget.charge(cost, self.clock.now())
         self.airtime_used_s += cost
         self.counters["frames_sent"] += 1
-        return True
+        return packet_id
 
     # ------------------------------------------------------------------ housekeeping
 
@@ -726,6 +749,9 @@ class Relay:
             if expired:
                 log.warning("%d reports expired undelivered", expired)
             await self.store.prune_seen(DEFAULT_WINDOW * 2)
+            for key in list(self._last_send):  # delivered or expired meanwhile: no notice will come for them
+                if await self.store.get(*key) is None:
+                    del self._last_send[key]
             rechecked = await self.store.recheck_handed(self.timing.custody_recheck_s)
             if rechecked:
                 self.counters["custody_rechecked"] += rechecked

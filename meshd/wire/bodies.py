@@ -7,7 +7,7 @@ raises only `DecodeError`. Absent fields stay absent: nothing is zero-filled.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError
@@ -374,8 +374,12 @@ def decode_status(data: bytes, origin: int = 0) -> JsonDict:
 # ---------------------------------------------------------------- delivered (custody notices)
 
 
-def encode_delivered_ids(ids: list[tuple[int, int]]) -> bytes:
-    """Encode (origin, seq) pairs compactly: per origin, sorted seqs as deltas."""
+ANSWER_MASK = 0xFFFF  # a custody notice names the data frames it answers by the low bits of their packet ids
+
+
+def encode_delivered_ids(ids: list[tuple[int, int]], answers: Iterable[int] = ()) -> bytes:
+    """Encode (origin, seq) pairs compactly: per origin, sorted seqs as deltas. `answers` (custody notices
+    only): packet ids of the data frames the notice answers, kept to their low 16 bits."""
     by_origin: dict[int, list[int]] = {}
     for origin, seq in ids:
         by_origin.setdefault(_uint(origin, "origin"), []).append(_uint(seq, "seq"))
@@ -387,6 +391,7 @@ def encode_delivered_ids(ids: list[tuple[int, int]]) -> bytes:
         for seq in seqs:
             run.seq_deltas.append(seq - previous)
             previous = seq
+    msg.answers.extend(sorted({packet_id & ANSWER_MASK for packet_id in answers}))
     return msg.SerializeToString(deterministic=True)
 
 
@@ -404,9 +409,16 @@ def decode_delivered_ids(data: bytes) -> list[tuple[int, int]]:
     return out
 
 
+def decode_custody_answers(data: bytes) -> frozenset[int]:
+    """The packet ids (low 16 bits) a custody notice answers; empty from hubs that do not say."""
+    msg = pb.Delivered()
+    _parse(msg, data, "custody")
+    return frozenset(answer & ANSWER_MASK for answer in msg.answers)
+
+
 def encode_delivered(body: Mapping[str, Any], origin: int = 0) -> bytes:
     body = _mapping(body, "delivered body")
-    _reject_unknown(body, ("ids",), "")
+    _reject_unknown(body, ("ids", "answers"), "")
     ids = body.get("ids")
     if not isinstance(ids, list):
         raise EncodeError('delivered needs "ids": a list of "origin:seq" strings')
@@ -416,8 +428,15 @@ def encode_delivered(body: Mapping[str, Any], origin: int = 0) -> bytes:
         if not sep or not origin_text.isdigit() or not seq_text.isdigit():
             raise EncodeError(f"delivered id {item!r} is not ORIGIN:SEQ")
         pairs.append((int(origin_text), int(seq_text)))
-    return encode_delivered_ids(pairs)
+    answers = body.get("answers", [])
+    if not isinstance(answers, list):
+        raise EncodeError('"answers" must be a list of packet ids')
+    return encode_delivered_ids(pairs, [_uint(a, "answers[]", ANSWER_MASK) for a in answers])
 
 
 def decode_delivered(data: bytes, origin: int = 0) -> JsonDict:
-    return {"ids": [f"{o}:{s}" for o, s in decode_delivered_ids(data)]}
+    out: JsonDict = {"ids": [f"{o}:{s}" for o, s in decode_delivered_ids(data)]}
+    answers = decode_custody_answers(data)
+    if answers:
+        out["answers"] = sorted(answers)
+    return out

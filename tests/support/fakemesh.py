@@ -32,7 +32,9 @@ class FakeMesh:
         self.loss[(a, b)] = loss
         self.loss[(b, a)] = loss
 
-    def transmit(self, sender: int, to: int, payload: bytes, portnum: int, hop_limit: int) -> None:
+    def transmit(self, sender: int, to: int, payload: bytes, portnum: int, hop_limit: int) -> int:
+        """Put a frame on the air; returns its packet id, which every receiver sees (as on a real mesh)."""
+        packet_id = self.rng.getrandbits(32) or 1
         self.on_air.append((sender, to, payload))
         now = getattr(self.clock, "now", None)
         self.on_air_at.append(now() if callable(now) else 0.0)
@@ -48,13 +50,14 @@ class FakeMesh:
             packet = ReceivedPacket(
                 from_node=sender,
                 to_node=to,
-                packet_id=self.rng.getrandbits(32),
+                packet_id=packet_id,
                 portnum=portnum,
                 payload=payload,
                 hop_start=hop_limit,
                 hop_limit=hop_limit,
             )
             asyncio.get_running_loop().call_later(self.delay_s, target.deliver, packet)
+        return packet_id
 
 
 class FakeRadio:
@@ -65,6 +68,7 @@ class FakeRadio:
         self.events: asyncio.Queue[RadioEvent] = asyncio.Queue()
         self.events.put_nowait(LinkStateChanged(LinkState.READY))
         self.sent: list[tuple[int, bytes, Priority]] = []
+        self.sent_ids: list[int] = []  # the packet id of each frame in `sent`
 
     @property
     def state(self) -> LinkState:
@@ -92,8 +96,8 @@ class FakeRadio:
     ) -> int:
         del want_ack, pki, channel
         self.sent.append((to, payload, priority))
-        self.mesh.transmit(self.node, to, payload, portnum, hop_limit or 0)
-        return len(self.sent)
+        self.sent_ids.append(self.mesh.transmit(self.node, to, payload, portnum, hop_limit or 0))
+        return self.sent_ids[-1]
 
     async def send_text(self, text: str, *, to: int, want_ack: bool = True, channel: int = 0) -> int:
         return await self.send(text.encode(), to=to, portnum=1)

@@ -245,10 +245,12 @@ class DeliveredRun(_message.Message):
     def __init__(self, origin: _Optional[int] = ..., seq_deltas: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Delivered(_message.Message):
-    __slots__ = ("runs",)
+    __slots__ = ("runs", "answers")
     RUNS_FIELD_NUMBER: _ClassVar[int]
+    ANSWERS_FIELD_NUMBER: _ClassVar[int]
     runs: _containers.RepeatedCompositeFieldContainer[DeliveredRun]
-    def __init__(self, runs: _Optional[_Iterable[_Union[DeliveredRun, _Mapping]]] = ...) -> None: ...
+    answers: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, runs: _Optional[_Iterable[_Union[DeliveredRun, _Mapping]]] = ..., answers: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Status(_message.Message):
     __slots__ = ("queue_depth", "uplink_up", "battery_pct", "uptime_s", "oldest_undelivered_age_s", "airtime_used_ms", "reports_today", "uplink_hops", "via")
