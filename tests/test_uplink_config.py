@@ -13,7 +13,8 @@ from meshd.config import UplinkSection
 from meshd.errors import ConfigError
 from meshd.uplink.budget import HourlyByteBudget
 from meshd.uplink.downlink import BroadcastRejected, Rejected, envelope_bytes
-from meshd.uplink.target import Topics, broker_target, build_tls_context
+from meshd.uplink.target import REPORT_TOPICS, Topics, broker_target, build_tls_context
+from meshd.wire.codec import PUBLISHED_KINDS
 from meshd.wire.envelope import Kind
 from tests.uplink_support import load_cert, self_signed
 
@@ -36,6 +37,11 @@ def test_topics_per_kind() -> None:
     assert topics.report(7, Kind.STATUS) == "hq-a/v1/camp/7/status"
     for kind in (Kind.BROADCAST, Kind.DELIVERED, Kind.CUSTODY, Kind.BATCH):
         assert topics.report(7, kind) is None
+
+
+def test_the_kinds_with_a_topic_are_the_kinds_whose_bodies_the_store_renders() -> None:
+    # the store renders uplink bodies (codec.uplink_bodies) only for kinds the uplink publishes
+    assert set(REPORT_TOPICS) == PUBLISHED_KINDS
 
 
 def test_credentials_and_client_id_from_config() -> None:

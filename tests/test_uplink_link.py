@@ -7,9 +7,11 @@ import asyncio
 import contextlib
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 
 from meshd.store.hub import HubStore
+from meshd.uplink import flush
 from tests.uplink_support import (
     CAMP,
     Collector,
@@ -89,6 +91,38 @@ async def test_flush_resumes_after_the_link_dies_mid_flush(tmp_path: Path) -> No
         await proxy.cut()
     missing = sorted({f"{CAMP}:{i}" for i in range(1, 6001)} - collector.ids, key=lambda i: int(i.split(":")[1]))
     assert not missing, f"{len(missing)} never arrived, e.g. {missing[:3]}..{missing[-3:]}; {dict(bridge.counters)}"
+
+
+async def test_a_broker_that_goes_silent_mid_flush_is_left_and_the_flush_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No PUBACK, no error, the socket still open (a wedged broker or satellite modem): after ACK_TIMEOUT_S
+    with publishes outstanding the bridge drops the connection, reconnects and publishes the rest."""
+    monkeypatch.setattr(flush, "ACK_TIMEOUT_S", 1.5)
+    world = make_world()
+    prefix = unique_prefix()
+    with Mosquitto(tmp_path / "broker") as broker:
+        proxy = TcpProxy(broker.port)
+        await proxy.start()
+        collector = Collector(broker.port, f"{prefix}/v1/camp/+/needs")
+        collecting = asyncio.create_task(collector.run())
+        await collector.subscribed.wait()
+        async with HubStore(tmp_path / "hub.db") as store:
+            await fill_store(store, world.camp_keys[CAMP], 3000, batch=1)
+            async with make_bridge(world, store, proxy.port, prefix, inflight=10) as bridge:
+                await wait_until(counter_reaches(bridge, "delivered", 500, connected=True))
+                proxy.stall()
+                await wait_until(counter_reaches(bridge, "link_losses", 1), within=20)
+                stalled_at = bridge.counters["delivered"]
+                await wait_until(lambda: bridge.counters["delivered"] >= 3000, within=60)
+            assert not await store.pending(limit=10)
+        with contextlib.suppress(TimeoutError):
+            await wait_until(lambda: len(collector.ids) == 3000)
+        collecting.cancel()
+        await asyncio.gather(collecting, return_exceptions=True)
+        await proxy.cut()
+    assert stalled_at < 3000  # the stall did land mid-flush
+    assert collector.ids == {f"{CAMP}:{i}" for i in range(1, 3001)}
 
 
 async def test_mqtts_with_client_certificate(tmp_path: Path) -> None:

@@ -289,6 +289,7 @@ class TcpProxy:
         self.server: asyncio.Server | None = None
         self.writers: list[asyncio.StreamWriter] = []
         self.tasks: set[asyncio.Task[None]] = set()
+        self.stalled: set[int] = set()  # ids of client-side writers that get nothing more from the broker
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
@@ -300,6 +301,8 @@ class TcpProxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 while data := await src.read(65536):
+                    if id(dst) in self.stalled:
+                        continue  # swallowed: to the client the broker has gone silent
                     dst.write(data)
                     await dst.drain()
             dst.close()
@@ -307,6 +310,11 @@ class TcpProxy:
         for task in (asyncio.create_task(pipe(reader, up_writer)), asyncio.create_task(pipe(up_reader, writer))):
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
+
+    def stall(self) -> None:
+        """Keep the open connections but pass nothing more from the broker to the client: a wedged broker or
+        path (no PUBACK, no error, no closed socket). New connections pass normally."""
+        self.stalled.update(id(writer) for writer in self.writers[0::2])  # the client-side writer of each pair
 
     async def cut(self, *, refuse_new: bool = True) -> None:
         if refuse_new and self.server is not None:
