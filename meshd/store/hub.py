@@ -24,7 +24,9 @@ from meshd.wire.envelope import Envelope
 ALIVE_EVERY_S = 300.0  # how often the alive mark is written: bounds lost age after a power cut, costs SD writes
 
 
-@dataclass(frozen=True, slots=True)
+# Read-only by convention, not frozen: a frozen dataclass's __init__ sets each field through
+# object.__setattr__ (6x slower here), and the uplink's flush builds one per report it publishes.
+@dataclass(slots=True)
 class OutboxEntry:
     origin: int
     seq: int

@@ -46,6 +46,32 @@ MARK_GATHER_S = 0.1
 MARK_CHUNK = 100
 
 
+class _Window:
+    """At most `size` publishes awaiting their PUBACK (one taker: the publishing loop).
+
+    Lighter than an asyncio.Semaphore under a timeout per wait, which the flush paid for every message:
+    a window that never frees (a wedged broker) is caught by `Flusher._watchdog` instead.
+    """
+
+    __slots__ = ("_waiter", "free")
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def take(self) -> None:
+        while self.free <= 0:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        self.free -= 1
+
+    def give(self) -> None:
+        self.free += 1
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
 @dataclass(slots=True)
 class _Flight:
     """One envelope on its way: how many of its reports still wait for a PUBACK."""
@@ -152,17 +178,18 @@ class Flusher:
 
     async def run(self, client: CustodyClient) -> None:
         self._paused = False
-        window = asyncio.Semaphore(self.inflight)
+        window = _Window(self.inflight)
         self._last_progress = self.clock()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._mark_loop(), name="meshd-uplink-marks")
+            tg.create_task(self._watchdog(client), name="meshd-uplink-watchdog")
             query: _Query | None = None
             while True:
                 self._wake.clear()
                 claimed = self._claim(await (query or self._query(tg)).result())
                 query = None
                 if not claimed:
-                    await self._idle(client, self.poll_s)
+                    await self._idle(self.poll_s)
                     continue
                 # Read the next page on the store's thread while this one is published: on a large
                 # outbox the query costs about as much as publishing a few hundred reports. It starts where
@@ -176,7 +203,7 @@ class Flusher:
                 await query.result()
                 query = None
                 if not sent:
-                    await self._idle(client, self._budget_delay() if blocked else self.poll_s)
+                    await self._idle(self._budget_delay() if blocked else self.poll_s)
 
     def _query(self, tg: asyncio.TaskGroup, after: tuple[int, int] | None = None) -> _Query:
         now = self.clock()
@@ -207,9 +234,7 @@ class Flusher:
             self._quiet.clear()
         return claimed
 
-    async def _send(
-        self, client: CustodyClient, window: asyncio.Semaphore, claimed: list[OutboxEntry]
-    ) -> tuple[int, bool]:
+    async def _send(self, client: CustodyClient, window: _Window, claimed: list[OutboxEntry]) -> tuple[int, bool]:
         """Publish the claimed entries in order; returns (envelopes sent, held back by the byte budget).
 
         Stops early when woken: a page is up to `page` envelopes, which on a slow satellite link is
@@ -244,41 +269,44 @@ class Flusher:
         if not self._open:
             self._quiet.set()
 
-    async def _idle(self, client: CustodyClient, delay: float) -> None:
-        """Wait for a wake-up or the poll interval, watching for PUBACKs that never come."""
+    async def _idle(self, delay: float) -> None:
+        """Wait for a wake-up or the poll interval."""
         try:
             async with asyncio.timeout(delay):
                 await self._wake.wait()
         except TimeoutError:
             pass
-        if client.outstanding and self.clock() - self._last_progress > ACK_TIMEOUT_S:
-            raise UplinkError(f"{client.outstanding} publishes without a PUBACK for {ACK_TIMEOUT_S:.0f} s")
 
-    async def _publish(self, client: CustodyClient, window: asyncio.Semaphore, entry: OutboxEntry, plan: _Plan) -> None:
+    async def _watchdog(self, client: CustodyClient) -> None:
+        """Publishes outstanding and not one PUBACK for ACK_TIMEOUT_S: the broker or the path is wedged (the
+        socket can stay open for hours behind a satellite modem). Ends the connection; the bridge reconnects."""
+        while True:
+            await asyncio.sleep(min(ACK_TIMEOUT_S / 4, 5.0))
+            if client.outstanding and self.clock() - self._last_progress > ACK_TIMEOUT_S:
+                raise UplinkError(f"{client.outstanding} publishes without a PUBACK for {ACK_TIMEOUT_S:.0f} s")
+
+    async def _publish(self, client: CustodyClient, window: _Window, entry: OutboxEntry, plan: _Plan) -> None:
         flight = _Flight(entry, len(plan.messages))
+        acked = partial(self._acked, flight, window)
         for topic, payload in plan.messages:
             if not client.outstanding:
-                self._last_progress = self.clock()
-            if window.locked():
-                try:
-                    async with asyncio.timeout(ACK_TIMEOUT_S):
-                        await window.acquire()
-                except TimeoutError:
-                    raise UplinkError(f"no PUBACK for {ACK_TIMEOUT_S:.0f} s with a full window") from None
+                self._last_progress = self.clock()  # the watchdog times PUBACKs from here
+            if window.free <= 0:
+                await window.take()
             else:
-                await window.acquire()
+                window.free -= 1
             try:
-                client.publish_qos1(topic, payload, partial(self._acked, flight, window))
+                client.publish_qos1(topic, payload, acked)
             except BaseException:
-                window.release()
+                window.give()
                 raise
             nbytes = len(topic) + len(payload)
             self.budget.spend(nbytes, self.clock())
             self.counters["published"] += 1
             self.counters["bytes"] += nbytes
 
-    def _acked(self, flight: _Flight, window: asyncio.Semaphore, reason: ReasonCode) -> None:
-        window.release()
+    def _acked(self, flight: _Flight, window: _Window, reason: ReasonCode) -> None:
+        window.give()
         self._last_progress = self.clock()
         self.counters["puback"] += 1
         if not is_custody(reason, require_subscriber=self.require_subscriber):
