@@ -6,8 +6,8 @@ The hub runs in a child process: the real `Hub` (store, relay, status socket) wi
 an in-memory FakeRadio (tests/support/fakemesh.py), since no hardware is attached here and a virtual
 radio's own process would not count anyway. The child imports what `meshd run` imports with a serial
 radio and an MQTT uplink configured (meshd.radio.link, meshd.uplink.bridge), so its memory is that of the
-real daemon. The hub tells us READY=1 over a real NOTIFY_SOCKET, as under systemd. (The status socket is
-started right after READY here; once Hub.run() serves it, READY comes after it.)
+real daemon. The hub tells us READY=1 over a real NOTIFY_SOCKET, as under systemd, once it serves its
+status socket.
 
 Measured from /proc/PID of the child (all its threads):
   start_to_ready   process start -> READY=1 (imports, store open + integrity check + migration, keys)
@@ -82,7 +82,6 @@ async def child(directory: Path) -> None:
     importlib.import_module("meshd.uplink.bridge")
     from meshd.config import HubConfig, HubSection, RadioSection
     from meshd.daemon.hub import Hub
-    from meshd.daemon.status import StatusServer
     from meshd.keys import load as load_keys
     from meshd.radio.api import ReceivedPacket
     from meshd.wire import codec
@@ -134,17 +133,16 @@ async def child(directory: Path) -> None:
     await started.wait()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    try:
-        async with StatusServer(hub):
-            while line := (await reader.readline()).decode().split():
-                command, n = line[0], int(line[1]) if len(line) > 1 else 0
-                if command == "relay":
-                    await relay_in(n)
-                    await checkpoint()
-                elif command == "originate":
-                    await originate(n)
-                    await checkpoint()
-                print("ok", flush=True)
+    try:  # the hub serves its status socket itself (Hub.run), before READY
+        while line := (await reader.readline()).decode().split():
+            command, n = line[0], int(line[1]) if len(line) > 1 else 0
+            if command == "relay":
+                await relay_in(n)
+                await checkpoint()
+            elif command == "originate":
+                await originate(n)
+                await checkpoint()
+            print("ok", flush=True)
     finally:
         run.cancel()
         with contextlib.suppress(asyncio.CancelledError):
