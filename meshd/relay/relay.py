@@ -124,9 +124,9 @@ class Relay:
         self._wake = asyncio.Event()
         self._pending_acks: dict[int, set[tuple[int, int]]] = defaultdict(set)
         self._pending_answers: dict[int, set[int]] = defaultdict(set)  # packet ids our next notice answers
-        # the latest send of each carried envelope: (to whom, packet id & ANSWER_MASK). Only a custody notice
-        # answering it hands the envelope over; a send taken back or handed over is forgotten.
-        self._last_send: dict[tuple[int, int], tuple[int, int]] = {}
+        # the sends of each carried envelope since we last took custody of it ourselves: (to whom, packet id &
+        # ANSWER_MASK). Only a custody notice answering one of them hands the envelope over (see _on_custody).
+        self._sends: dict[tuple[int, int], set[tuple[int, int]]] = defaultdict(set)
         self._ack_hops: dict[int, int] = {}
         self._sent_at: dict[tuple[int, int], tuple[int, float]] = {}
         # the last send of each carried report that went direct (hop limit 0): to whom
@@ -315,7 +315,6 @@ class Relay:
                 # the hub we had handed it to) must not hand it over again: that hub has passed it on or given
                 # it back to us. Only a notice for our next send counts (at worst we send it once more).
                 self._pinned.add(key)
-                self._last_send.pop(key, None)
                 self._wake.set()
             elif result == AcceptResult.NEW:
                 self.counters["accepted"] += 1
@@ -327,6 +326,12 @@ class Relay:
                     # It came round a loop while we still carry it: the sender drops it on our notice, so a
                     # custody notice still on its way for an earlier send of ours must not make us drop it.
                     self._pinned.add(key)
+            if result in (AcceptResult.TAKEN_BACK, AcceptResult.DUPLICATE):
+                # We are about to acknowledge this copy, taking custody of it from its sender. A notice for any
+                # send of ours before now proves only that the receiver had it then: it may have gone round a
+                # loop since and be this very copy (even from the hub we first got it from, which cannot be
+                # told apart from a retransmission). Only notices for sends from now on count.
+                self._sends.pop(key, None)
         finally:
             self._receiving.discard(key)
         if packet.to_node != BROADCAST:
@@ -360,14 +365,14 @@ class Relay:
         for entry in await self._entries_covering(ids):
             if entry.key in self._pinned or entry.key in self._receiving:
                 continue  # a notice for a send made before the report came back round a loop
-            if answers and self._last_send.get(entry.key) not in {(packet.from_node, a) for a in answers}:
-                # It answers an earlier send (or one from before our restart): since then the receiver may
-                # have passed the report on, or sent it back to us. Our latest send's notice decides.
+            if answers and not any((packet.from_node, a) in self._sends.get(entry.key, ()) for a in answers):
+                # It answers a send from before we last took custody of the report ourselves (or from before a
+                # restart): the receiver may have passed it on since, round a loop back to us.
                 self.counters["custody_stale"] += 1
                 continue
             if entry.handed_to == 0 and all(key in by_key for key in entry.report_keys()):
                 removed += await self.store.hand_over([entry.key], packet.from_node)
-                self._last_send.pop(entry.key, None)
+                self._sends.pop(entry.key, None)
                 self._measure_rtt(entry.key, packet.from_node)
                 if self._sent_direct.pop(entry.key, None) == packet.from_node:
                     self._direct_record[packet.from_node][0] += 1
@@ -641,7 +646,7 @@ class Relay:
             if packet_id is None:
                 return 5.0
             self._pinned.discard(entry.key)  # notices for this send may hand it over again
-            self._last_send[entry.key] = (hop.node, packet_id & bodies.ANSWER_MASK)
+            self._sends[entry.key].add((hop.node, packet_id & bodies.ANSWER_MASK))
             if hop_limit == 0:
                 self._sent_direct[entry.key] = hop.node
             else:
@@ -749,9 +754,9 @@ class Relay:
             if expired:
                 log.warning("%d reports expired undelivered", expired)
             await self.store.prune_seen(DEFAULT_WINDOW * 2)
-            for key in list(self._last_send):  # delivered or expired meanwhile: no notice will come for them
+            for key in list(self._sends):  # delivered or expired meanwhile: no notice will come for them
                 if await self.store.get(*key) is None:
-                    del self._last_send[key]
+                    self._sends.pop(key, None)
             rechecked = await self.store.recheck_handed(self.timing.custody_recheck_s)
             if rechecked:
                 self.counters["custody_rechecked"] += rechecked
