@@ -123,7 +123,8 @@ class Relay:
         self.airtime_used_s = 0.0
         self._wake = asyncio.Event()
         self._pending_acks: dict[int, set[tuple[int, int]]] = defaultdict(set)
-        self._pending_answers: dict[int, set[int]] = defaultdict(set)  # packet ids our next notice answers
+        # per neighbour, the packet ids our next custody notice answers, oldest first (a dict keeps the order)
+        self._pending_answers: dict[int, dict[int, None]] = defaultdict(dict)
         # the sends of each carried envelope since we last took custody of it ourselves: (to whom, packet id &
         # ANSWER_MASK). Only a custody notice answering one of them hands the envelope over (see _on_custody).
         self._sends: dict[tuple[int, int], set[tuple[int, int]]] = defaultdict(set)
@@ -467,7 +468,9 @@ class Relay:
 
     def _queue_custody_ack(self, node: int, ids: list[tuple[int, int]], radio_hops: int, packet_id: int) -> None:
         self._pending_acks[node].update(ids)
-        self._pending_answers[node].add(packet_id & bodies.ANSWER_MASK)
+        answers = self._pending_answers[node]
+        answers.pop(packet_id & bodies.ANSWER_MASK, None)
+        answers[packet_id & bodies.ANSWER_MASK] = None  # most recent last
         # answer over as many relay radios as the data crossed (its beacon may not have reached us)
         self._ack_hops[node] = max(self._ack_hops.get(node, 0), radio_hops, self.routes.radio_hops_to(node))
         if node not in self._ack_flush:
@@ -486,7 +489,7 @@ class Relay:
         self._ack_flush.pop(node, None)
         ids = sorted(self._pending_acks.pop(node, set()))
         # every frame of the notice names every data frame it answers (a few 3-byte numbers)
-        answers = sorted(self._pending_answers.pop(node, set()))[-MAX_ANSWERS:]
+        answers = list(self._pending_answers.pop(node, {}))[-MAX_ANSWERS:]  # the most recent frames
         hops = self._ack_hops.pop(node, 0)
         while ids:
             chunk, ids = self._fit_ids(Kind.CUSTODY, ids, answers)
