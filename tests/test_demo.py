@@ -51,3 +51,27 @@ def test_short_demo_delivers_everything_exactly_once(tmp_path: Path) -> None:
 )
 def test_demo_fails_on_anything_lost_or_duplicated(result: DemoResult, status: int) -> None:
     assert exit_status(result) == status
+
+
+def test_summary_tells_a_late_report_from_a_lost_one() -> None:
+    from meshd.demo.view import summary_lines
+
+    result = DemoResult(sent=3, delivered=1, lost=2, lost_ids=["2:3", "5:1"], carried_by={"2:3": [], "5:1": [1, 4]})
+    [line] = [line for line in summary_lines(result) if "lost (must be 0)" in line]
+    assert "2:3 (carried by no hub: custody lost)" in line
+    assert "5:1 (late: still carried by camp 1, 4)" in line
+
+
+async def test_carriers_reads_which_hub_stores_still_carry_a_report(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from meshd.demo.scenario import _carriers
+    from meshd.store.hub import HubStore
+    from meshd.wire.envelope import Envelope, Kind
+
+    async with HubStore(tmp_path / "a.db") as a, HubStore(tmp_path / "b.db") as b:
+        await a.receive(Envelope(2, 3, Kind.NEEDS, b"\x08\x02"), n_items=1, priority=20, expiry_s=3600, from_node=9)
+        await b.receive(Envelope(2, 3, Kind.NEEDS, b"\x08\x02"), n_items=1, priority=20, expiry_s=3600, from_node=9)
+        await b.hand_over([(2, 3)], 7)  # b passed it on: only a carries it
+        scene = SimpleNamespace(hubs={1: SimpleNamespace(store=a), 4: SimpleNamespace(store=b)})
+        assert await _carriers(scene, ["2:3", "5:1"]) == {"2:3": [1], "5:1": []}  # type: ignore[arg-type]

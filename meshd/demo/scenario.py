@@ -43,7 +43,7 @@ from meshd.hq.ingest import Ingestor, load_registry
 from meshd.hq.worker import HQWorker
 from meshd.radio.api import PRIVATE_PORT
 from meshd.radio.sim import SimNetwork, bundled_topology_path, load_topology
-from meshd.wire.envelope import Envelope
+from meshd.wire.envelope import Envelope, parse_message_id
 from meshd.wire.registry import Camp, Registry
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,8 @@ class DemoResult:
     exports: Path | None = None
     broadcasts_shown: int = 0
     lost_ids: list[str] = field(default_factory=list)
+    # for each lost id, the camps whose hub still carries it at the end ([]: carried by none, custody lost)
+    carried_by: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def airtime_per_report_s(self) -> float:
@@ -312,6 +314,20 @@ async def _all_at_hq(scene: Scene) -> bool:
     return wanted <= set(await _hq_ids(scene.hq_db))
 
 
+async def _carriers(scene: Scene, report_ids: list[str]) -> dict[str, list[int]]:
+    """Which hubs still carry each of these reports: late (still on its way) or custody lost (none)."""
+    wanted = {parse_message_id(report_id): report_id for report_id in report_ids}
+    carried: dict[str, list[int]] = {report_id: [] for report_id in report_ids}
+    for camp, hub in sorted(scene.hubs.items()):
+        if hub.store is None or not wanted:
+            continue
+        for entry in await hub.store.pending(limit=100_000):
+            for key in entry.report_keys():
+                if key in wanted:
+                    carried[wanted[key]].append(camp)
+    return carried
+
+
 async def _summarise(scene: Scene, workdir: Path, registry: Registry) -> DemoResult:
     result = DemoResult()
     acknowledged = scene.acknowledged()
@@ -325,6 +341,7 @@ async def _summarise(scene: Scene, workdir: Path, registry: Registry) -> DemoRes
         result.delivered = len(set(acknowledged) & set(by_id))
         result.lost_ids = sorted(set(acknowledged) - set(by_id))
         result.lost = len(result.lost_ids)
+        result.carried_by = await _carriers(scene, result.lost_ids)
         result.duplicate_rows = len(ids) - len(set(ids))
         result.deduplicated = int(stats.get("duplicates", 0))
         for report_id, stored_at in acknowledged.items():

@@ -59,7 +59,7 @@ def summary_lines(result: DemoResult) -> list[str]:
         f"  redundant copies removed by HQ de-duplication:      {result.deduplicated}",
         f"  duplicate rows at HQ (must be 0):                   {result.duplicate_rows}",
         f"  lost (must be 0):                                   {result.lost}"
-        + (f"  {', '.join(result.lost_ids)}" if result.lost_ids else ""),
+        + (f"  {', '.join(_where(result, i) for i in result.lost_ids)}" if result.lost_ids else ""),
         f"  malformed messages answered with an error:          {result.error_replies}",
         f"  airtime per delivered report:                       {result.airtime_per_report_s:.2f} s",
         "  airtime by message kind:                            "
@@ -69,3 +69,12 @@ def summary_lines(result: DemoResult) -> list[str]:
         f"  HQ exports (HXL CSV, GeoJSON, CAP 1.2):             {result.exports}",
         result.result_line(),
     ]
+
+
+def _where(result: DemoResult, report_id: str) -> str:
+    camps = result.carried_by.get(report_id)
+    if camps is None:
+        return report_id
+    if not camps:
+        return f"{report_id} (carried by no hub: custody lost)"
+    return f"{report_id} (late: still carried by camp {', '.join(map(str, camps))})"
