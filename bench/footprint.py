@@ -255,10 +255,10 @@ async def fill_backlog(directory: Path, n: int) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    quick = args.quick
-    backlog = args.backlog if args.backlog is not None else (10_000 if quick else 100_000)
-    settle_s, cpu_window_s = (3.0, 20.0) if quick else (10.0, 60.0)
-    disk_window_s = 20.0 if quick else 610.0
+    quick = args.quick or args.smoke
+    backlog = args.backlog if args.backlog is not None else (500 if args.smoke else 10_000 if quick else 100_000)
+    settle_s, cpu_window_s = (0.5, 2.0) if args.smoke else (3.0, 20.0) if quick else (10.0, 60.0)
+    disk_window_s = 2.0 if args.smoke else 20.0 if quick else 610.0
     base = Path(tempfile.mkdtemp(prefix="meshd-footprint-", dir=args.dir))
     rows: list[tuple[str, str, str]] = []
     result: dict[str, float] = {}
@@ -348,6 +348,7 @@ def run(args: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short windows and a 10,000-report backlog (~1 min)")
+    parser.add_argument("--smoke", action="store_true", help="seconds-long windows: only checks the bench still runs")
     parser.add_argument("--backlog", type=int, default=None, help="reports in the backlog store (default 100,000)")
     parser.add_argument("--dir", default="/var/tmp", help="where the stores go: a disk, not tmpfs (default /var/tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the stores and child logs")
