@@ -1,158 +1,147 @@
-"""A custody notice names the data frames it answers (their packet ids): only a notice that answers the
-sender's latest send of a report hands the report over. A late notice for an earlier send, after which the
-receiver may have passed the report on or given it back, counts for nothing (before, it could leave a
-report carried by no hub: one of the 20-camp bench runs lost one that way)."""
+"""A custody notice names the data frames it answers (their packet ids): a hub hands a report over only on a
+notice answering one of its sends made since it last took custody of the report itself. A notice for a send
+before a copy came back (the report may have gone round a loop since) counts for nothing; before, such a
+notice could leave a report carried by no hub (a 20-camp bench run and `make demo` each lost one)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from meshd import keys as keyfiles
 from meshd.clock import Clock
 from meshd.radio.api import BROADCAST, ReceivedPacket
+from meshd.relay.relay import Relay
+from meshd.store.hub import HubStore
 from meshd.wire import bodies, codec
 from meshd.wire.envelope import Envelope, Kind, sign
-from tests.support.fakemesh import FakeMesh
+from tests.support.fakemesh import FakeMesh, FakeRadio
 from tests.support.hubs import make_hub, provision, running
 from tests.test_relay_line import needs, wait_for
 
 B, C, ORIGIN = 501, 502, 503
+REPORT = [(ORIGIN, 1)]
 
 
-async def _hub_sending_to_c(tmp_path):
-    """Hub B running, with neighbour C (played by the test, which has an uplink) and one report to carry."""
+@dataclass
+class HubB:
+    """Hub B, running; the test plays its neighbour C (which has an uplink) and the origin hub."""
+
+    relay: Relay
+    store: HubStore
+    radio: FakeRadio
+    key_c: Ed25519PrivateKey
+    report: Envelope
+
+    def deliver(self, payload: bytes, sender: int, pid: int, to: int = B) -> None:
+        self.radio.deliver(ReceivedPacket(from_node=sender, to_node=to, packet_id=pid, portnum=256, payload=payload))
+
+    def notice_from_c(self, answers: list[int] | None, pid: int) -> None:
+        body = bodies.encode_delivered_ids(REPORT, answers or ())
+        self.deliver(sign(Envelope(C, 0, Kind.CUSTODY, body), self.key_c).to_bytes(), C, pid)
+
+    def data_sends_to_c(self) -> list[int]:
+        """Packet ids of B's data frames to C, in order."""
+        sent = zip(self.radio.sent, self.radio.sent_ids, strict=True)
+        return [pid for (to, payload, _), pid in sent if to == C and Envelope.from_bytes(payload).kind is Kind.NEEDS]
+
+    async def sends_to_c(self, at_least: int) -> list[int]:
+        await wait_for(lambda: len(self.data_sends_to_c()) >= at_least, limit_s=20)
+        return self.data_sends_to_c()
+
+    async def counter(self, name: str, at_least: int = 1) -> None:
+        await wait_for(lambda: self.relay.counters[name] >= at_least, limit_s=10)
+
+    async def carries_the_report(self) -> bool:
+        return [e.key for e in await self.store.pending()] == REPORT
+
+
+@contextlib.asynccontextmanager
+async def hub_b(tmp_path, *, route_to_c: bool = True, report_from_origin: bool = True) -> AsyncIterator[HubB]:
     p = provision(tmp_path, [B, C, ORIGIN])
     mesh = FakeMesh(seed=5)
     hub = make_hub(p, B, mesh.radio(B), Clock(speedup=50), duty_cycle_pct=100.0)
-    return p, mesh, hub
-
-
-def _packet(payload: bytes, sender: int, pid: int, to: int = B) -> ReceivedPacket:
-    return ReceivedPacket(from_node=sender, to_node=to, packet_id=pid, portnum=256, payload=payload)
-
-
-def _data_sends_to(mesh: FakeMesh, node: int) -> list[int]:
-    radio = mesh.radios[B]
-    out = []
-    for (to, payload, _), pid in zip(radio.sent, radio.sent_ids, strict=True):
-        if to == node and Envelope.from_bytes(payload).kind is Kind.NEEDS:
-            out.append(pid)
-    return out
-
-
-def _notice(key, ids: list[tuple[int, int]], answers: list[int] | None) -> bytes:
-    body = bodies.encode_delivered_ids(ids, answers or ())
-    return sign(Envelope(C, 0, Kind.CUSTODY, body), key).to_bytes()
-
-
-async def _start(tmp_path):
-    p, mesh, hub = await _hub_sending_to_c(tmp_path)
     key_c = keyfiles.load(p.camps[C]).sign
-    key_origin = keyfiles.load(p.camps[ORIGIN]).sign
-    beacon = sign(
-        Envelope(C, 0, Kind.STATUS, bodies.encode_status({"uplink_hops": 1, "uplink_up": True, "via": 0})), key_c
-    )
-    report = codec.build_envelope(Kind.NEEDS, needs(1), origin=ORIGIN, seq=1, key=key_origin)
-    return p, mesh, hub, key_c, beacon, report
+    report = codec.build_envelope(Kind.NEEDS, needs(1), origin=ORIGIN, seq=1, key=keyfiles.load(p.camps[ORIGIN]).sign)
+    async with running([hub]):
+        assert hub.relay is not None
+        assert hub.store is not None
+        b = HubB(hub.relay, hub.store, mesh.radios[B], key_c, report)
+        if route_to_c:
+            status = bodies.encode_status({"uplink_hops": 1, "uplink_up": True, "via": 0})
+            b.deliver(sign(Envelope(C, 0, Kind.STATUS, status), key_c).to_bytes(), C, 1, to=BROADCAST)
+        if report_from_origin:
+            b.deliver(report.to_bytes(), ORIGIN, 2)
+        yield b
 
 
 async def test_a_copy_back_from_our_upstream_voids_notices_for_earlier_sends(tmp_path):
     """`make demo` lost a report this way: camp 1 sent it to camp 3, camp 3 passed it on to camp 2, camp 2 (from
     which camp 1 had it) sent it to camp 1 again, and camp 1, still waiting for camp 3's notice, took that copy
     as a retransmission, acknowledged it (so camp 2 let it go) and then handed it over on camp 3's notice."""
-    _, mesh, hub, key_c, beacon, report = await _start(tmp_path)
-    async with running([hub]):
-        relay, store, radio = hub.relay, hub.store, mesh.radios[B]
-        assert relay is not None
-        assert store is not None
-        radio.deliver(_packet(beacon.to_bytes(), C, 1, to=BROADCAST))
-        radio.deliver(_packet(report.to_bytes(), ORIGIN, 2))
-        await wait_for(lambda: len(_data_sends_to(mesh, C)) >= 1, limit_s=20)
-        [first] = _data_sends_to(mesh, C)[:1]
+    async with hub_b(tmp_path) as b:
+        [first] = (await b.sends_to_c(1))[:1]
         # the hub we got it from sends it again (round a loop, or its notice was lost: we cannot tell)
-        radio.deliver(_packet(report.to_bytes(), ORIGIN, 3))
-        await wait_for(lambda: relay.counters["duplicates"] >= 1, limit_s=10)
+        b.deliver(b.report.to_bytes(), ORIGIN, 3)
+        await b.counter("duplicates")
         # C's notice for our first send: C may have passed it on since, and this copy may be it
-        radio.deliver(_packet(_notice(key_c, [(ORIGIN, 1)], [first]), C, 10))
-        await wait_for(lambda: relay.counters["custody_stale"] >= 1, limit_s=10)
-        assert [e.key for e in await store.pending()] == [(ORIGIN, 1)]
-        assert relay.counters["custody_handed_over"] == 0
+        b.notice_from_c([first], 10)
+        await b.counter("custody_stale")
+        assert await b.carries_the_report()
+        assert b.relay.counters["custody_handed_over"] == 0
         # only a notice for a send made after that copy hands it over
-        await wait_for(lambda: len(_data_sends_to(mesh, C)) >= 2, limit_s=20)
-        latest = _data_sends_to(mesh, C)[-1]
-        radio.deliver(_packet(_notice(key_c, [(ORIGIN, 1)], [latest]), C, 11))
-        await wait_for(lambda: relay.counters["custody_handed_over"] >= 1, limit_s=10)
-        assert await store.pending() == []
+        latest = (await b.sends_to_c(2))[-1]
+        b.notice_from_c([latest], 11)
+        await b.counter("custody_handed_over")
+        assert await b.store.pending() == []
 
 
 async def test_a_notice_for_any_send_since_we_took_custody_hands_over(tmp_path):
     """A retry crossed C's late notice for the first send: nothing came back in between, so C did take it."""
-    _, mesh, hub, key_c, beacon, report = await _start(tmp_path)
-    async with running([hub]):
-        relay, store, radio = hub.relay, hub.store, mesh.radios[B]
-        assert relay is not None
-        assert store is not None
-        radio.deliver(_packet(beacon.to_bytes(), C, 1, to=BROADCAST))
-        radio.deliver(_packet(report.to_bytes(), ORIGIN, 2))
-        await wait_for(lambda: len(_data_sends_to(mesh, C)) >= 2, limit_s=20)
-        first = _data_sends_to(mesh, C)[0]
-        radio.deliver(_packet(_notice(key_c, [(ORIGIN, 1)], [first]), C, 10))
-        await wait_for(lambda: relay.counters["custody_handed_over"] >= 1, limit_s=10)
-        assert await store.pending() == []
-        assert relay.counters["custody_stale"] == 0
+    async with hub_b(tmp_path) as b:
+        first = (await b.sends_to_c(2))[0]
+        b.notice_from_c([first], 10)
+        await b.counter("custody_handed_over")
+        assert await b.store.pending() == []
+        assert b.relay.counters["custody_stale"] == 0
 
 
 async def test_a_report_that_came_back_ignores_notices_for_sends_before_it(tmp_path):
-    _, mesh, hub, key_c, beacon, report = await _start(tmp_path)
-    async with running([hub]):
-        relay, store, radio = hub.relay, hub.store, mesh.radios[B]
-        assert relay is not None
-        assert store is not None
-        radio.deliver(_packet(beacon.to_bytes(), C, 1, to=BROADCAST))
-        radio.deliver(_packet(report.to_bytes(), ORIGIN, 2))
-        await wait_for(lambda: len(_data_sends_to(mesh, C)) >= 1, limit_s=20)
-        [first] = _data_sends_to(mesh, C)[:1]
+    async with hub_b(tmp_path) as b:
+        [first] = (await b.sends_to_c(1))[:1]
         # C took it (notice lost), then sent it back to us; its notice for our first send comes after
-        radio.deliver(_packet(_notice(key_c, [(ORIGIN, 1)], [first]), C, 10))
+        b.notice_from_c([first], 10)
         await asyncio.sleep(0)  # the notice is handled first...
-        await wait_for(lambda: relay.counters["custody_handed_over"] >= 1, limit_s=10)
-        radio.deliver(_packet(report.to_bytes(), C, 11))  # ...then the report comes back: carried again
-        await wait_for(lambda: relay.counters["taken_back"] >= 1, limit_s=10)
-        radio.deliver(_packet(_notice(key_c, [(ORIGIN, 1)], [first]), C, 12))  # a second copy of that notice
-        await wait_for(lambda: relay.counters["custody_stale"] >= 1, limit_s=10)
-        assert [e.key for e in await store.pending()] == [(ORIGIN, 1)]
+        await b.counter("custody_handed_over")
+        b.deliver(b.report.to_bytes(), C, 11)  # ...then the report comes back: carried again
+        await b.counter("taken_back")
+        b.notice_from_c([first], 12)  # a second copy of that notice
+        await b.counter("custody_stale")
+        assert await b.carries_the_report()
 
 
 async def test_notices_from_hubs_that_name_no_frames_still_hand_over(tmp_path):
-    _, mesh, hub, key_c, beacon, report = await _start(tmp_path)
-    async with running([hub]):
-        relay, store, radio = hub.relay, hub.store, mesh.radios[B]
-        assert relay is not None
-        assert store is not None
-        radio.deliver(_packet(beacon.to_bytes(), C, 1, to=BROADCAST))
-        radio.deliver(_packet(report.to_bytes(), ORIGIN, 2))
-        await wait_for(lambda: len(_data_sends_to(mesh, C)) >= 1, limit_s=20)
-        radio.deliver(_packet(_notice(key_c, [(ORIGIN, 1)], None), C, 10))
-        await wait_for(lambda: relay.counters["custody_handed_over"] >= 1, limit_s=10)
-        assert await store.pending() == []
+    async with hub_b(tmp_path) as b:
+        await b.sends_to_c(1)
+        b.notice_from_c(None, 10)
+        await b.counter("custody_handed_over")
+        assert await b.store.pending() == []
 
 
 async def test_our_custody_notice_names_the_frames_it_answers(tmp_path):
-    _, mesh, hub, _, _, report = await _start(tmp_path)
-    async with running([hub]):
-        relay, radio = hub.relay, mesh.radios[B]
-        assert relay is not None
-        radio.deliver(_packet(report.to_bytes(), ORIGIN, 0x12345678))
-        radio.deliver(_packet(report.to_bytes(), ORIGIN, 0x0BCDEF01))  # a retransmission before our answer
+    async with hub_b(tmp_path, route_to_c=False, report_from_origin=False) as b:
+        b.deliver(b.report.to_bytes(), ORIGIN, 0x12345678)
+        b.deliver(b.report.to_bytes(), ORIGIN, 0x0BCDEF01)  # a retransmission before our answer
 
         def notices() -> list[Envelope]:
-            return [
-                env
-                for to, payload, _ in radio.sent
-                if to == ORIGIN and (env := Envelope.from_bytes(payload)).kind is Kind.CUSTODY
-            ]
+            sent = (Envelope.from_bytes(payload) for to, payload, _ in b.radio.sent if to == ORIGIN)
+            return [env for env in sent if env.kind is Kind.CUSTODY]
 
         await wait_for(lambda: bool(notices()), limit_s=10)
         [notice] = notices()
-        assert bodies.decode_delivered_ids(notice.body) == [(ORIGIN, 1)]
+        assert bodies.decode_delivered_ids(notice.body) == REPORT
         assert bodies.decode_custody_answers(notice.body) == {0x5678, 0xEF01}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -63,17 +64,30 @@ async def test_last_will_marks_the_hub_offline_when_the_link_dies(tmp_path: Path
     await assert_no_leftover_tasks(before)
 
 
-async def test_flush_resumes_after_the_link_dies_mid_flush(tmp_path: Path) -> None:
-    # A private broker: the shared one keeps Mosquitto's default max_queued_messages (1000) and silently
-    # drops QoS 1 messages for a subscriber that falls behind, while the publisher still gets "success".
-    world = make_world()
-    prefix = unique_prefix()
+@contextlib.asynccontextmanager
+async def broker_behind_a_proxy(tmp_path: Path, prefix: str) -> AsyncIterator[tuple[TcpProxy, Collector]]:
+    """A private broker reached through a proxy the test can cut or stall, and HQ's collector on the broker.
+
+    Private: the shared broker keeps Mosquitto's default max_queued_messages (1000) and silently drops QoS 1
+    messages for a subscriber that falls behind, while the publisher still gets "success"."""
     with Mosquitto(tmp_path / "broker") as broker:
         proxy = TcpProxy(broker.port)
         await proxy.start()
         collector = Collector(broker.port, f"{prefix}/v1/camp/+/needs")
         collecting = asyncio.create_task(collector.run())
         await collector.subscribed.wait()
+        try:
+            yield proxy, collector
+        finally:
+            collecting.cancel()
+            await asyncio.gather(collecting, return_exceptions=True)
+            await proxy.cut()
+
+
+async def test_flush_resumes_after_the_link_dies_mid_flush(tmp_path: Path) -> None:
+    world = make_world()
+    prefix = unique_prefix()
+    async with broker_behind_a_proxy(tmp_path, prefix) as (proxy, collector):
         async with HubStore(tmp_path / "hub.db") as store:
             await fill_store(store, world.camp_keys[CAMP], 6000, batch=2)
             async with make_bridge(world, store, proxy.port, prefix) as bridge:
@@ -86,9 +100,6 @@ async def test_flush_resumes_after_the_link_dies_mid_flush(tmp_path: Path) -> No
             with contextlib.suppress(TimeoutError):
                 await wait_until(lambda: len(collector.ids) == 6000)
             assert not await store.pending(limit=10)
-        collecting.cancel()
-        await asyncio.gather(collecting, return_exceptions=True)
-        await proxy.cut()
     missing = sorted({f"{CAMP}:{i}" for i in range(1, 6001)} - collector.ids, key=lambda i: int(i.split(":")[1]))
     assert not missing, f"{len(missing)} never arrived, e.g. {missing[:3]}..{missing[-3:]}; {dict(bridge.counters)}"
 
@@ -101,12 +112,7 @@ async def test_a_broker_that_goes_silent_mid_flush_is_left_and_the_flush_resumes
     monkeypatch.setattr(flush, "ACK_TIMEOUT_S", 1.5)
     world = make_world()
     prefix = unique_prefix()
-    with Mosquitto(tmp_path / "broker") as broker:
-        proxy = TcpProxy(broker.port)
-        await proxy.start()
-        collector = Collector(broker.port, f"{prefix}/v1/camp/+/needs")
-        collecting = asyncio.create_task(collector.run())
-        await collector.subscribed.wait()
+    async with broker_behind_a_proxy(tmp_path, prefix) as (proxy, collector):
         async with HubStore(tmp_path / "hub.db") as store:
             await fill_store(store, world.camp_keys[CAMP], 3000, batch=1)
             async with make_bridge(world, store, proxy.port, prefix, inflight=10) as bridge:
@@ -118,9 +124,6 @@ async def test_a_broker_that_goes_silent_mid_flush_is_left_and_the_flush_resumes
             assert not await store.pending(limit=10)
         with contextlib.suppress(TimeoutError):
             await wait_until(lambda: len(collector.ids) == 3000)
-        collecting.cancel()
-        await asyncio.gather(collecting, return_exceptions=True)
-        await proxy.cut()
     assert stalled_at < 3000  # the stall did land mid-flush
     assert collector.ids == {f"{CAMP}:{i}" for i in range(1, 3001)}
 

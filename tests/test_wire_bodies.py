@@ -85,7 +85,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "camps": [412, 413],
     },
     "delivered": {"ids": ["412:1234", "412:1240", "413:7"]},
-    "custody": {"ids": ["412:1", "412:2", "500:99"]},
+    "custody": {"ids": ["412:1", "412:2", "500:99"], "answers": [7, 0x5678]},  # answers: low 16 bits of packet ids
     # Hub health: every counter the hub keeps (it always knows them), battery only when known.
     "status": {
         **{name: 1000 + i for i, name in enumerate(STATUS_COUNTERS)},
@@ -372,6 +372,8 @@ def test_location_needs_both_coordinates_on_the_wire():
         (Kind.DELIVERED, {}, "ids"),
         (Kind.DELIVERED, {"ids": ["412-5"]}, "412-5"),
         (Kind.DELIVERED, {"ids": [f"1:{UINT32_MAX + 1}"]}, "seq"),
+        (Kind.CUSTODY, {"ids": ["1:2"], "answers": 7}, "answers"),
+        (Kind.CUSTODY, {"ids": ["1:2"], "answers": [0x10000]}, "answers"),
     ],
 )
 def test_bad_values_are_encode_errors_naming_the_field(kind, body, field):
