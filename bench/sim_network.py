@@ -655,7 +655,11 @@ def main_report(s: Scenario, net: Net, run: MeshdRun, flood: FloodRun) -> None:
             [
                 "undelivered at the end: still carried by a hub (late) / carried by none (custody lost)",
                 f"{sum(1 for h in run.holders.values() if h)} / {sum(1 for h in run.holders.values() if not h)}"
-                + (f" ({', '.join(i for i, h in run.holders.items() if not h)})" if run.holders else ""),
+                + (
+                    " (" + ", ".join(f"{i} at {h or 'none'}" for i, h in run.holders.items()) + ")"
+                    if run.holders
+                    else ""
+                ),
             ],
         ],
     )
@@ -747,7 +751,9 @@ async def main_async(args: argparse.Namespace) -> int:
         else:
             shutil.rmtree(root, ignore_errors=True)
     print("naive flooding run (virtual time) ...")
-    flood = await run_flooding(s, net, plan, flood_hops)
+    # Naive flooding is Meshtastic without meshd: every radio in its stock role (hub radios CLIENT, repeating).
+    flood_net = valley_topology(s.camps, s.seed, s.loss, relays=s.relays, hub_role="CLIENT")
+    flood = await run_flooding(s, flood_net, plan, flood_hops)
     main_report(s, net, run, flood)
     return 0
 
@@ -788,7 +794,10 @@ def main() -> int:
     parser.add_argument("--flap-up", type=float, default=600.0, help="flapping uplink: scenario s up (default 600)")
     parser.add_argument("--flap-down", type=float, default=300.0, help="... and down (default 300)")
     parser.add_argument(
-        "--hub-role", default="CLIENT", choices=("CLIENT", "CLIENT_MUTE"), help="hub radios' role (default CLIENT)"
+        "--hub-role",
+        default="CLIENT_MUTE",
+        choices=("CLIENT", "CLIENT_MUTE"),
+        help="hub radios' role (default CLIENT_MUTE, as firmware-config/*/hub.yaml)",
     )
     parser.add_argument("--timing", action="append", default=[], metavar="NAME=S", help="override a [timing] value")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
