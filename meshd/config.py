@@ -66,6 +66,7 @@ class TimingSection:
     batch_wait_s: float = 60.0
     maintenance_s: float = 300.0
     custody_recheck_s: float = 21600.0
+    uplink_hold_s: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +195,8 @@ def validate_hub(config: HubConfig, source: str = "<config>") -> HubConfig:
         problems.append("relay.batch_max must be at least 1")
     if config.timing.speedup <= 0:
         problems.append("timing.speedup must be positive")
+    if config.timing.uplink_hold_s < 0:
+        problems.append("timing.uplink_hold_s must not be negative")
     if config.uplink.url and not config.uplink.url.startswith(("mqtt://", "mqtts://")):
         problems.append("uplink.url must start with mqtt:// or mqtts://")
     from meshd.radio.airtime import PRESETS  # noqa: PLC0415 - config sits below radio; only a name check

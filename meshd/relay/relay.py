@@ -52,6 +52,8 @@ BATCHABLE = (Kind.NEEDS, Kind.ALERT, Kind.SEALED)
 CONTROL_SEQ = 0  # custody/delivered/beacon notices are not reports: they carry no report id
 MAX_ANSWERS = 16  # data frames named in one custody notice (about 2 s of frames from one neighbour)
 RECEIVE_IN_FLIGHT = 64  # received envelopes handled at once (their store writes share commits)
+EXPEDITE_AFTER_ATTEMPTS = 3  # reports sent this often without custody are in a long backoff
+BROADCAST_REPEAT_SPREAD_S = 10.0  # a hub repeats a new HQ broadcast within this many seconds
 NOTICE_ROUNDS = 3  # times a Delivered id is repeated to outer neighbours until one is heard passing it on
 
 
@@ -70,6 +72,11 @@ class RelayTiming:
     # end-to-end safety net behind hop-by-hop custody (a custody notice cannot say which of several sends
     # it answers, so in rare races every hub may believe another carries a report). HQ removes the copy.
     custody_recheck_s: float = 21600.0
+    # A satellite uplink that drops for a few minutes is still the best way out for the reports around it:
+    # while it has been down for less than this, the hub keeps advertising it and keeps the reports it has
+    # (only alerts go on by radio). Without it, every flap of a dish sent a wave of route beacons across
+    # the mesh and turned reports around in mid-path (loops, duplicates).
+    uplink_hold_s: float = 600.0
 
     @classmethod
     def from_config(cls, section: TimingSection) -> RelayTiming:
@@ -82,6 +89,7 @@ class RelayTiming:
             batch_wait_s=section.batch_wait_s,
             maintenance_s=section.maintenance_s,
             custody_recheck_s=section.custody_recheck_s,
+            uplink_hold_s=section.uplink_hold_s,
         )
 
 
@@ -148,6 +156,8 @@ class Relay:
         self._beacon_wanted = asyncio.Event()
         self._answer_beacon = False
         self._lost_gap = 3 * self.timing.beacon_min_gap_s
+        self._uplink_last_up = -math.inf
+        self._long_backoff = True  # may some report be in a long backoff? (unknown after a restart)
         self._unknown_tokens = float(relay_config.unknown_origin_per_hour)
         self._unknown_refill_at = clock.now()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -178,6 +188,15 @@ class Relay:
         """Something changed (new report, uplink state): reconsider what to send."""
         self._wake.set()
         self._beacon_wanted.set()
+
+    def _uplink_held(self) -> bool:
+        """Our uplink is up, or down for less than `uplink_hold_s`: we still count as an uplink hub (the
+        route we advertise, and reports stay here for it). Only `uplink_up()` itself says we can publish."""
+        now = self.clock.now()
+        if self.uplink_up():
+            self._uplink_last_up = now
+            return True
+        return now - self._uplink_last_up < self.timing.uplink_hold_s
 
     # ------------------------------------------------------------------ originating
 
@@ -378,6 +397,13 @@ class Relay:
                 if self._sent_direct.pop(entry.key, None) == packet.from_node:
                     self._direct_record[packet.from_node][0] += 1
         self.counters["custody_handed_over"] += removed
+        if removed and self._long_backoff:
+            self._long_backoff = False
+            # Custody just worked: reports waiting out a long backoff (failures while a neighbour was away, or
+            # a run of losses) are tried again soon instead of up to `retry_max_s` from now.
+            self.counters["expedited"] += await self.store.expedite(
+                attempts=EXPEDITE_AFTER_ATTEMPTS, longer_than_s=4 * self.timing.custody_timeout_s
+            )
         self.routes.heard_from(packet.from_node, self.clock.now())
         self.routes.succeeded(packet.from_node)
 
@@ -394,7 +420,7 @@ class Relay:
     async def _on_delivered(self, env: Envelope, packet: ReceivedPacket) -> None:
         ids = bodies.decode_delivered_ids(env.body)
         sender = self.routes.neighbours.get(packet.from_node)
-        mine = self.routes.my_hops(uplink_up=self.uplink_up(), now=self.clock.now())
+        mine = self.routes.my_hops(uplink_up=self._uplink_held(), now=self.clock.now())
         if sender is not None and (sender.uplink_hops == 0 or sender.uplink_hops > mine):
             for key in ids:  # an outer neighbour passes them on: it has them (implicit acknowledgement)
                 self._notice_rounds.pop(key, None)
@@ -406,7 +432,7 @@ class Relay:
     def _outer_neighbours(self) -> list[int]:
         """Radio hops to each neighbour farther from the uplinks than us (who may need our notices)."""
         now = self.clock.now()
-        mine = self.routes.my_hops(uplink_up=self.uplink_up(), now=now) or 99
+        mine = self.routes.my_hops(uplink_up=self._uplink_held(), now=now) or 99
         outer = {
             n.node: n.radio_hops
             for n in self.routes.neighbours.values()
@@ -433,7 +459,7 @@ class Relay:
             via=int(status.get("via", 0)),
             radio_hops=packet.hops_away,
         )
-        mine = self.routes.my_hops(uplink_up=self.uplink_up(), now=now)
+        mine = self.routes.my_hops(uplink_up=self._uplink_held(), now=now)
         if mine and (theirs == 0 or theirs > mine + 1):
             self._answer_beacon = True  # the neighbour could do better through us: tell it soon
         if changed or self._answer_beacon:
@@ -446,8 +472,17 @@ class Relay:
             self.counters["duplicates"] += 1
             return
         self.counters["broadcasts_received"] += 1
+        # Hub radios are CLIENT_MUTE (firmware-config): only hill relays repeat the uplink hub's flood, so each
+        # hub repeats a new HQ broadcast once to the hubs that hear it directly (after a random pause, so
+        # neighbours that heard the same relay frame do not all answer at once). A few frames per broadcast.
+        self._spawn(self._repeat_broadcast(env.to_bytes()))
         if self.on_broadcast is not None:
             await self.on_broadcast(env)
+
+    async def _repeat_broadcast(self, raw: bytes) -> None:
+        await self.clock.sleep(self.rng.uniform(0.0, BROADCAST_REPEAT_SPREAD_S))
+        if await self._transmit(raw, to=BROADCAST, hop_limit=0, alert=True, wait_budget=True) is not None:
+            self.counters["broadcasts_repeated"] += 1
 
     async def inject_broadcast(self, env: Envelope) -> None:
         """An HQ broadcast verified by the uplink: flood it to every hub at alert priority."""
@@ -539,7 +574,7 @@ class Relay:
     async def _beacon_loop(self) -> None:
         await self.clock.sleep(self.rng.uniform(0.0, self.timing.beacon_min_gap_s))
         while True:
-            hops = self.routes.my_hops(uplink_up=self.uplink_up(), now=self.clock.now())
+            hops = self.routes.my_hops(uplink_up=self._uplink_held(), now=self.clock.now())
             now = self.clock.now()
             periodic_due = now - self._last_beacon >= self.timing.beacon_interval_s
             lost = hops == 0 and now - self._last_beacon >= self._lost_gap
@@ -555,7 +590,7 @@ class Relay:
 
     async def _send_beacon(self, hops: int) -> None:
         now = self.clock.now()
-        hop = None if self.uplink_up() else self.routes.next_hop(now)
+        hop = None if self._uplink_held() else self.routes.next_hop(now)
         body = bodies.encode_status(
             {"uplink_hops": hops, "uplink_up": self.uplink_up(), "via": hop.camp if hop is not None else 0}
         )
@@ -606,8 +641,11 @@ class Relay:
         """Send what is due; returns how long to wait (scenario s) before looking again."""
         if self.radio.state is not LinkState.READY:
             return 5.0
+        held = self._uplink_held()
         if self.uplink_up():
             return 30.0  # our own uplink flushes the outbox; nothing to hand over by radio
+        # Our uplink dropped a moment ago: keep the reports for it, but an alert should not wait for a dish.
+        alerts_only = held
         now = self.clock.now()
         if self.routes.next_hop(now) is None:
             # Nobody to hand reports to: skip the outbox scan (a burst of received reports wakes this loop
@@ -631,6 +669,8 @@ class Relay:
             if hop is None:
                 return 30.0
             alert = entry.priority >= Prio.ALERT
+            if alerts_only and not alert:
+                continue
             if entry.local and entry.attempts == 0 and entry.kind in batchable and not alert:
                 if entry.age_s < self.timing.batch_wait_s:
                     next_look = min(next_look, self.timing.batch_wait_s - entry.age_s)
@@ -657,10 +697,16 @@ class Relay:
             await self.store.mark_attempt([entry.key], self._retry_after_for(hop.node))
             if entry.attempts == 0:  # Karn: time only first transmissions
                 self._sent_at[entry.key] = (hop.node, self.clock.now())
+            else:  # ... and never a handover that needed a retransmission (the notice may answer either send)
+                self._sent_at.pop(entry.key, None)
+            if entry.attempts + 1 >= EXPEDITE_AFTER_ATTEMPTS:
+                self._long_backoff = True
             if entry.attempts > 0:
                 self.routes.failed(hop.node)
                 self.counters["retransmissions"] += 1
             self.counters["forwarded"] += 1
+        if alerts_only:  # look again when the hold ends, in case the uplink stays down
+            return max(1.0, min(30.0, self._uplink_last_up + self.timing.uplink_hold_s - self.clock.now()))
         return next_look
 
     def _data_hop_limit(self, entry: OutboxEntry, hop: Neighbour) -> int:

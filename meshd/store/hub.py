@@ -378,9 +378,7 @@ class HubStore:
         if after is not None:
             extra += " AND (priority < ? OR (priority = ? AND seq >= ?))"
             params = (after[0], after[0], after[1], limit)
-        sql = (
-            f"SELECT {self._COLUMNS} FROM outbox WHERE handed_to = 0{extra} ORDER BY priority DESC, seq LIMIT ?"  # noqa: S608 - constant column list
-        )
+        sql = f"SELECT {self._COLUMNS} FROM outbox WHERE handed_to = 0{extra} ORDER BY priority DESC, seq LIMIT ?"  # noqa: S608 - constant column list
         rows = await self.db.read(lambda conn: conn.execute(sql, params).fetchall())
         return [self._entry(r) for r in rows]
 
@@ -412,6 +410,19 @@ class HubStore:
         await self.db.write(
             lambda conn: conn.execute(
                 "UPDATE outbox SET next_attempt = ? WHERE origin = ? AND seq = ?", (now + seconds, *key)
+            )
+        )
+
+    async def expedite(self, *, attempts: int, longer_than_s: float) -> int:
+        """Entries tried at least `attempts` times whose next attempt is more than `longer_than_s` away: due
+        in `longer_than_s` instead (a handover just worked, so the long backoff is no longer needed)."""
+        now = self.clock()
+        return await self.db.write(
+            lambda conn: (
+                conn.execute(
+                    "UPDATE outbox SET next_attempt = ? WHERE handed_to = 0 AND attempts >= ? AND next_attempt > ?",
+                    (now + longer_than_s, attempts, now + longer_than_s),
+                ).rowcount
             )
         )
 
