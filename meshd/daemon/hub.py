@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshd import keys as keyfiles
 from meshd.clock import REAL_TIME, Clock
@@ -31,6 +31,9 @@ from meshd.wire import bodies
 from meshd.wire.envelope import Envelope
 from meshd.wire.registry import Registry, unb64
 from meshd.wire.text import fit_reply
+
+if TYPE_CHECKING:
+    from meshd.radio.link import RadioLink
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,26 @@ def lbt_warning(config: HubConfig) -> str | None:
         f"radio.preset {config.radio.preset} can keep one frame on the air for {longest:.1f} s, over the "
         f"{KR_MAX_TRANSMISSION_S:.0f} s Korean rules allow per transmission; use LONG_FAST or faster"
     )
+
+
+def radio_role_warning(role: str) -> str | None:
+    """A warning unless the hub radio is CLIENT_MUTE (firmware-config/*/hub.yaml): meshd relays hop by hop
+    itself, so a radio that also repeats every meshd frame it overhears only spends airtime."""
+    if role == "CLIENT_MUTE":
+        return None
+    return (
+        f"the hub radio's role is {role}: it repeats every meshd frame it overhears (about 40 % more airtime "
+        "in the 20-camp simulation); apply firmware-config/<region>/hub.yaml (role CLIENT_MUTE) unless the "
+        "camp's handsets need this radio to reach each other"
+    )
+
+
+async def warn_about_radio_role(link: RadioLink) -> None:
+    """Once the radio has sent its configuration: log `radio_role_warning` if there is one."""
+    await link.wait_ready()
+    warning = radio_role_warning(link.device_role)
+    if warning is not None:
+        log.warning("%s", warning)
 
 
 def load_hub_keys(config: HubConfig, registry: Registry) -> keyfiles.KeyPairs:
@@ -131,6 +154,7 @@ class Hub:
                 status = await stack.enter_async_context(StatusServer(self))
                 await stack.enter_async_context(MetricsServer(self, errors=status.errors))
             radio = self._radio
+            role_link: RadioLink | None = None  # our own link (an injected radio is the caller's business)
             if radio is None:
                 from meshd.radio.link import RadioLink  # noqa: PLC0415 - not needed with an injected radio
 
@@ -145,6 +169,7 @@ class Hub:
                     text_interval_s=2.1 / speedup,  # the firmware's text spacing, in scenario time
                 )
                 radio = await stack.enter_async_context(link)
+                role_link = link
             relay = Relay(
                 camp_id=self.config.hub.camp_id,
                 keys=self.keys,
@@ -200,6 +225,8 @@ class Hub:
             async with asyncio.TaskGroup() as group:
                 group.create_task(relay.run(), name="relay")
                 group.create_task(desk.run(), name="field-desk")
+                if role_link is not None:
+                    group.create_task(warn_about_radio_role(role_link), name="radio-role-check")
                 for extra in self.extra_tasks:
                     group.create_task(extra(self), name=getattr(extra, "__name__", "extra"))
                 if notifier.enabled:

@@ -36,6 +36,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 
+from meshtastic.protobuf import config_pb2
+
 from meshd.errors import RadioError
 from meshd.radio.api import (
     BROADCAST,
@@ -180,6 +182,11 @@ class RadioLink:
     def nodes(self) -> Mapping[int, NodeEntry]:
         """The radio's node DB (num -> user, public key), refreshed at each handshake and by NODEINFO."""
         return self._session.nodes
+
+    @property
+    def device_role(self) -> str:
+        """The radio's configured role (CLIENT, CLIENT_MUTE, ROUTER, ...) as its config reported it."""
+        return str(config_pb2.Config.DeviceConfig.Role.Name(self._session.config.device.role))
 
     @property
     def session(self) -> Session:
