@@ -63,7 +63,7 @@ class TimingSection:
     beacon_interval_s: float = 900.0
     beacon_min_gap_s: float = 20.0
     notice_interval_s: float = 300.0
-    batch_wait_s: float = 60.0
+    batch_wait_s: float = 120.0
     maintenance_s: float = 300.0
     custody_recheck_s: float = 21600.0
     uplink_hold_s: float = 600.0

@@ -66,7 +66,7 @@ class RelayTiming:
     beacon_interval_s: float = 900.0
     beacon_min_gap_s: float = 20.0
     notice_interval_s: float = 300.0
-    batch_wait_s: float = 60.0  # let a burst of field reports gather into one batch (not for alerts)
+    batch_wait_s: float = 120.0  # let a burst of field reports gather into one batch (not for alerts)
     maintenance_s: float = 300.0
     # An origin hub that handed a report on and has heard of no delivery this long sends it again: the
     # end-to-end safety net behind hop-by-hop custody (a custody notice cannot say which of several sends
