@@ -321,6 +321,7 @@ class MeshdRun:
     hub_radios: dict[int, str]  # node number -> camp hub id
     relay_radios: set[int]
     holders: dict[str, list[int]] = field(default_factory=dict)  # undelivered id -> camps still carrying it
+    per_hub: dict[int, Counter[str]] = field(default_factory=dict)  # camp -> its relay's counters
     origin_error: str = ""
 
 
@@ -410,9 +411,11 @@ async def run_meshd(s: Scenario, net: Net, plan: list[Planned], root: Path, *, p
             await clock.sleep(2 * s.timing.notice_interval_s + 20.0)
             t_end = sim.clock.now
             counters: Counter[str] = Counter()
-            for hub in hubs.values():
+            per_hub: dict[int, Counter[str]] = {}
+            for camp, hub in hubs.items():
                 if hub.relay is not None:
                     counters.update(hub.relay.counters)
+                    per_hub[camp] = Counter(hub.relay.counters)
             holders = await who_holds([o.id for o in originated if o.id not in hq.rows], hubs)
         air = list(sim.on_air)
         lag = sim.clock.lag
@@ -425,6 +428,7 @@ async def run_meshd(s: Scenario, net: Net, plan: list[Planned], root: Path, *, p
         t_first_report=first,
         t_end=t_end,
         counters=counters,
+        per_hub=per_hub,
         lag_p99_ms=lag.percentile(99) * 1000,
         lag_max_ms=lag.max_s * 1000,
         wall_s=time.monotonic() - wall0,
@@ -682,6 +686,19 @@ def main_report(s: Scenario, net: Net, run: MeshdRun, flood: FloodRun) -> None:
                                            "custody_handed_over", "beacons_sent", "delivered_notices_sent",
                                            "delivered_learnt", "budget_waits", "send_errors", "errors"))
     )  # fmt: skip
+    shown = {"originated", "batches_built", "forwarded", "retransmissions", "accepted", "duplicates", "taken_back",
+             "custody_acks_sent", "custody_handed_over", "beacons_sent", "delivered_notices_sent",
+             "delivered_learnt", "budget_waits", "send_errors", "errors", "frames_sent"}  # fmt: skip
+    print("other relay counters: " + (", ".join(f"{k}={v}" for k, v in sorted(c.items()) if k not in shown) or "-"))
+    busiest = sorted(run.per_hub.items(), key=lambda kv: -kv[1]["retransmissions"])[:4]
+    print(
+        "most retransmissions: "
+        + "; ".join(
+            f"camp {camp}: {k['retransmissions']} (taken back {k['taken_back']}, duplicates {k['duplicates']}, "
+            f"budget waits {k['budget_waits']})"
+            for camp, k in busiest
+        )
+    )
     print("\n## Against the ideal and naive flooding\n")
     print_table(
         ["", "airtime s", "s per report", "× ideal"],

@@ -94,7 +94,12 @@ async def test_store_expedites_only_long_backoffs(tmp_path: Path) -> None:
         for _ in range(3):
             await store.mark_attempt(keys_[1:], lambda attempts: 1000.0)  # 3 attempts, long wait
         await store.defer(keys_[2], 30.0)  # 3 attempts, due soon anyway
-        assert await store.expedite(attempts=3, longer_than_s=60.0) == 1
+        assert await store.expedite(attempts=3, longer_than_s=60.0, limit=4) == 1
         now[0] += 61.0
         due = {(e.origin, e.seq) for e in await store.due()}
         assert due == {keys_[1], keys_[2]}
+        # at most `limit` at a time
+        for _ in range(3):
+            await store.mark_attempt(keys_, lambda attempts: 1000.0)
+        assert await store.expedite(attempts=3, longer_than_s=60.0, limit=2) == 2
+        assert await store.expedite(attempts=3, longer_than_s=60.0, limit=2) == 1

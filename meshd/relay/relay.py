@@ -53,6 +53,7 @@ CONTROL_SEQ = 0  # custody/delivered/beacon notices are not reports: they carry 
 MAX_ANSWERS = 16  # data frames named in one custody notice (about 2 s of frames from one neighbour)
 RECEIVE_IN_FLIGHT = 64  # received envelopes handled at once (their store writes share commits)
 EXPEDITE_AFTER_ATTEMPTS = 3  # reports sent this often without custody are in a long backoff
+EXPEDITE_MAX = 4  # of them brought forward by one working handover
 BROADCAST_REPEAT_SPREAD_S = 10.0  # a hub repeats a new HQ broadcast within this many seconds
 NOTICE_ROUNDS = 3  # times a Delivered id is repeated to outer neighbours until one is heard passing it on
 
@@ -158,6 +159,7 @@ class Relay:
         self._lost_gap = 3 * self.timing.beacon_min_gap_s
         self._uplink_last_up = -math.inf
         self._long_backoff = True  # may some report be in a long backoff? (unknown after a restart)
+        self._last_expedite = -math.inf
         self._unknown_tokens = float(relay_config.unknown_origin_per_hour)
         self._unknown_refill_at = clock.now()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -397,12 +399,16 @@ class Relay:
                 if self._sent_direct.pop(entry.key, None) == packet.from_node:
                     self._direct_record[packet.from_node][0] += 1
         self.counters["custody_handed_over"] += removed
-        if removed and self._long_backoff:
+        soon = 4 * self.timing.custody_timeout_s
+        if removed and self._long_backoff and self.clock.now() - self._last_expedite >= soon:
             self._long_backoff = False
-            # Custody just worked: reports waiting out a long backoff (failures while a neighbour was away, or
-            # a run of losses) are tried again soon instead of up to `retry_max_s` from now.
+            self._last_expedite = self.clock.now()
+            # Custody just worked: a few reports waiting out a long backoff (failures while a neighbour was away,
+            # or a run of losses) are tried again soon instead of up to `retry_max_s` from now. Only a few, and
+            # not more often than this: on a congested channel, bringing every backed-off report forward at
+            # each success would undo the backoff that keeps retries from feeding the congestion.
             self.counters["expedited"] += await self.store.expedite(
-                attempts=EXPEDITE_AFTER_ATTEMPTS, longer_than_s=4 * self.timing.custody_timeout_s
+                attempts=EXPEDITE_AFTER_ATTEMPTS, longer_than_s=soon, limit=EXPEDITE_MAX
             )
         self.routes.heard_from(packet.from_node, self.clock.now())
         self.routes.succeeded(packet.from_node)

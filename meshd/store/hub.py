@@ -413,17 +413,17 @@ class HubStore:
             )
         )
 
-    async def expedite(self, *, attempts: int, longer_than_s: float) -> int:
-        """Entries tried at least `attempts` times whose next attempt is more than `longer_than_s` away: due
-        in `longer_than_s` instead (a handover just worked, so the long backoff is no longer needed)."""
+    async def expedite(self, *, attempts: int, longer_than_s: float, limit: int) -> int:
+        """Up to `limit` entries tried at least `attempts` times whose next attempt is more than `longer_than_s`
+        away (highest priority first): due in `longer_than_s` instead (a handover just worked, so their long
+        backoff may no longer be needed)."""
         now = self.clock()
         return await self.db.write(
-            lambda conn: (
-                conn.execute(
-                    "UPDATE outbox SET next_attempt = ? WHERE handed_to = 0 AND attempts >= ? AND next_attempt > ?",
-                    (now + longer_than_s, attempts, now + longer_than_s),
-                ).rowcount
-            )
+            lambda conn: conn.execute(
+                "UPDATE outbox SET next_attempt = ? WHERE rowid IN (SELECT rowid FROM outbox WHERE handed_to = 0"
+                " AND attempts >= ? AND next_attempt > ? ORDER BY priority DESC, next_attempt LIMIT ?)",
+                (now + longer_than_s, attempts, now + longer_than_s, limit),
+            ).rowcount
         )
 
     async def hand_over(self, keys: Iterable[tuple[int, int]], node: int) -> int:
