@@ -15,7 +15,7 @@ from collections import Counter
 from meshd.clock import Clock
 from meshd.daemon.hub import Hub
 from meshd.relay.relay import Relay
-from meshd.wire.envelope import Kind
+from meshd.wire.envelope import Envelope, Kind
 from tests.support.fakemesh import FakeMesh
 from tests.support.hubs import FAST_TIMING, FakeUplink, make_hub, provision, running
 from tests.test_relay_line import needs, wait_for
@@ -85,3 +85,36 @@ async def test_without_a_hold_the_same_outage_reroutes_at_once(tmp_path) -> None
     # the control: the first assertion above fails when the hold is off
     _ids, _at_101, _at_104, _hubs, waited = await _hold_run(tmp_path, 0.0)
     assert waited == [False, False]
+
+
+async def test_a_held_uplink_hub_keeps_alerts_too(tmp_path) -> None:
+    """A neighbour that seems to have its own way out (its beacon names another hub as its next hop) may route
+    through a hub that routes through us, and we still advertise an uplink: an alert sent on would come back
+    round that loop for the whole hold (one run of bench/sim_network.py went to 11.8x ideal like that)."""
+    p = provision(tmp_path, [1])
+    mesh = FakeMesh()
+    clock = Clock(speedup=SPEEDUP)
+    uplink = {"up": True}
+    hub = make_hub(p, 1, mesh.radio(1), clock, dataclasses.replace(FAST_TIMING, uplink_hold_s=HOLD_S))
+    async with running([hub]):
+        relay = relay_of(hub)
+        relay.uplink_up = lambda: uplink["up"]
+        assert relay._uplink_held()
+        uplink["up"] = False
+        other_way = 0x0B0B0002  # two hops from an uplink through camp 9, not through us
+        relay.routes.heard_beacon(other_way, 2, 2, clock.now(), via=9)
+        assert relay.routes.next_hop(clock.now()) is not None
+        await relay.originate(Kind.ALERT, {"type": "fire", "urgency": "immediate"})
+        wait = await relay._send_some()
+        assert alerts_sent(mesh, other_way) == 0  # nothing went on by radio, the alert included
+        assert 0 < wait <= 30.0
+        # past the hold the same alert goes to that neighbour
+        relay._uplink_last_up = clock.now() - HOLD_S
+        await relay._send_some()
+        assert alerts_sent(mesh, other_way) >= 1
+
+
+def alerts_sent(mesh: FakeMesh, to: int) -> int:
+    return sum(
+        1 for _sender, dest, payload in mesh.on_air if dest == to and Envelope.from_bytes(payload).kind is Kind.ALERT
+    )

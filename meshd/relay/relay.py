@@ -75,7 +75,7 @@ class RelayTiming:
     custody_recheck_s: float = 21600.0
     # A satellite uplink that drops for a few minutes is still the best way out for the reports around it:
     # while it has been down for less than this, the hub keeps advertising it and keeps the reports it has
-    # (only alerts go on by radio). Without it, every flap of a dish sent a wave of route beacons across
+    # (alerts too). Without it, every flap of a dish sent a wave of route beacons across
     # the mesh and turned reports around in mid-path (loops, duplicates).
     uplink_hold_s: float = 600.0
 
@@ -650,9 +650,12 @@ class Relay:
         held = self._uplink_held()
         if self.uplink_up():
             return 30.0  # our own uplink flushes the outbox; nothing to hand over by radio
-        # Our uplink dropped a moment ago: keep the reports for it, but an alert should not wait for a dish.
-        alerts_only = held
         now = self.clock.now()
+        if held:
+            # Our uplink dropped a moment ago and we still advertise it: keep everything for it, alerts too. A
+            # neighbour that seems to have its own way out may route through a hub that routes through us (we
+            # still look like the uplink), so a report sent on would come back round a loop for the whole hold.
+            return max(1.0, min(30.0, self._uplink_last_up + self.timing.uplink_hold_s - now))
         if self.routes.next_hop(now) is None:
             # Nobody to hand reports to: skip the outbox scan (a burst of received reports wakes this loop
             # once per report). A beacon that gives us a route wakes the loop again.
@@ -675,8 +678,6 @@ class Relay:
             if hop is None:
                 return 30.0
             alert = entry.priority >= Prio.ALERT
-            if alerts_only and not alert:
-                continue
             if entry.local and entry.attempts == 0 and entry.kind in batchable and not alert:
                 if entry.age_s < self.timing.batch_wait_s:
                     next_look = min(next_look, self.timing.batch_wait_s - entry.age_s)
@@ -711,8 +712,6 @@ class Relay:
                 self.routes.failed(hop.node)
                 self.counters["retransmissions"] += 1
             self.counters["forwarded"] += 1
-        if alerts_only:  # look again when the hold ends, in case the uplink stays down
-            return max(1.0, min(30.0, self._uplink_last_up + self.timing.uplink_hold_s - self.clock.now()))
         return next_look
 
     def _data_hop_limit(self, entry: OutboxEntry, hop: Neighbour) -> int:
