@@ -666,6 +666,10 @@ class Relay:
         next_look = 1.0
         batchable = {k.value for k in BATCHABLE}
         handled: set[tuple[int, int]] = set()
+        # One failure per neighbour per pass: reports that timed out together (one custody notice for all of
+        # them was lost) are one lost exchange, not several; counted each, they pushed a busy neighbour past
+        # MAX_FAILURES at once and reports detoured (and came back round loops) until its next beacon.
+        failed: set[int] = set()
         for candidate in entries:
             if candidate.key in handled:
                 continue
@@ -709,7 +713,9 @@ class Relay:
             if entry.attempts + 1 >= EXPEDITE_AFTER_ATTEMPTS:
                 self._long_backoff = True
             if entry.attempts > 0:
-                self.routes.failed(hop.node)
+                if hop.node not in failed:
+                    failed.add(hop.node)
+                    self.routes.failed(hop.node)
                 self.counters["retransmissions"] += 1
             self.counters["forwarded"] += 1
         return next_look
