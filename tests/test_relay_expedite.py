@@ -56,7 +56,12 @@ async def _delay_after_heal(tmp_path: Path) -> tuple[float, float]:
             await origin.originate(Kind.ALERT, {"type": "flood", "urgency": "immediate"})  # its handover works
             await wait_for(lambda: stuck.id in received, limit_s=600 / SPEEDUP + 10)
             delay = clock.now() - healed
-            await wait_for(lambda: not origin._sent_at, limit_s=10)  # the stuck report's custody notice
+
+            async def stuck_handed_over() -> bool:  # 101 has had 102's custody notice for it
+                entry = await store.get(stuck.origin, stuck.seq)
+                return entry is None or entry.handed_to != 0
+
+            await wait_for(stuck_handed_over, limit_s=10)
             return delay, origin._srtt.get(102, 0.0)
         finally:
             task.cancel()
