@@ -153,6 +153,7 @@ class Relay:
         self._ack_flush: dict[int, asyncio.TimerHandle] = {}
         self._highest: dict[int, int] = {}
         self._last_beacon = -math.inf
+        self._last_heard_broadcast = -math.inf  # our last broadcast that every neighbour hears (not a beacon)
         self._advertised_hops: int | None = None
         self._beacon_wanted = asyncio.Event()
         self._answer_beacon = False
@@ -572,8 +573,10 @@ class Relay:
             hops = max(self._outer_neighbours(), default=self.config.neighbour_radio_hops)
             while ids:
                 chunk, ids = self._fit_ids(Kind.DELIVERED, ids)
-                await self._transmit(chunk, to=BROADCAST, hop_limit=hops, alert=False, wait_budget=True)
+                sent = await self._transmit(chunk, to=BROADCAST, hop_limit=hops, alert=False, wait_budget=True)
                 self.counters["delivered_notices_sent"] += 1
+                if sent is not None and hops >= self.config.neighbour_radio_hops:
+                    self._last_heard_broadcast = self.clock.now()
 
     # ------------------------------------------------------------------ beacons
 
@@ -582,7 +585,9 @@ class Relay:
         while True:
             hops = self.routes.my_hops(uplink_up=self._uplink_held(), now=self.clock.now())
             now = self.clock.now()
-            periodic_due = now - self._last_beacon >= self.timing.beacon_interval_s
+            # Any frame of ours a neighbour's host receives keeps our route fresh there (`heard_from`), so
+            # while we send Delivered notices as far as a beacon goes, the periodic beacon says nothing new.
+            periodic_due = now - max(self._last_beacon, self._last_heard_broadcast) >= self.timing.beacon_interval_s
             lost = hops == 0 and now - self._last_beacon >= self._lost_gap
             wanted = hops != self._advertised_hops or periodic_due or self._answer_beacon or lost
             if (

@@ -419,11 +419,13 @@ class HubStore:
         backoff may no longer be needed)."""
         now = self.clock()
         return await self.db.write(
-            lambda conn: conn.execute(
-                "UPDATE outbox SET next_attempt = ? WHERE rowid IN (SELECT rowid FROM outbox WHERE handed_to = 0"
-                " AND attempts >= ? AND next_attempt > ? ORDER BY priority DESC, next_attempt LIMIT ?)",
-                (now + longer_than_s, attempts, now + longer_than_s, limit),
-            ).rowcount
+            lambda conn: (
+                conn.execute(
+                    "UPDATE outbox SET next_attempt = ? WHERE rowid IN (SELECT rowid FROM outbox WHERE handed_to = 0"
+                    " AND attempts >= ? AND next_attempt > ? ORDER BY priority DESC, next_attempt LIMIT ?)",
+                    (now + longer_than_s, attempts, now + longer_than_s, limit),
+                ).rowcount
+            )
         )
 
     async def hand_over(self, keys: Iterable[tuple[int, int]], node: int) -> int:
@@ -511,7 +513,7 @@ class HubStore:
             conn.executemany(
                 "UPDATE delivered SET notified = 0 WHERE origin = ?1 AND seq BETWEEN ?2 AND ?2 + ("
                 " SELECT n_items - 1 FROM outbox WHERE origin = ?1 AND seq = ?2"
-                " AND (from_node != 0 OR handed_to != 0 OR attempts > 0))",
+                " AND (from_node != 0 OR (handed_to = 0 AND attempts > 0)))",
                 keys,
             )
             conn.executemany("DELETE FROM outbox WHERE origin = ? AND seq = ?", keys)
@@ -542,9 +544,10 @@ class HubStore:
                 ).fetchone()
                 if row is not None and row[0] + row[1] > seq:
                     covering[(origin, seq)] = row
-            # got from another hub, handed to one, or sent by radio at least once (its custody notice may
-            # have been lost, so the receiver may carry it)
-            tell = {key for key, row in covering.items() if notify and (row[2] != 0 or row[3] != 0 or row[4] > 0)}
+            # Got from another hub: the news goes back to it. Our own reports only if we sent one by radio and
+            # no custody notice came (the neighbour may carry it): a hub that took custody is nearer the uplink
+            # and hears of the delivery from its own side, and our other neighbours never carried it.
+            tell = {key for key, row in covering.items() if notify and (row[2] != 0 or (row[3] == 0 and row[4] > 0))}
             before = conn.total_changes
             conn.executemany(
                 "INSERT OR IGNORE INTO delivered (origin, seq, notified) VALUES (?, ?, ?)",
