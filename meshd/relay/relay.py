@@ -70,8 +70,8 @@ class RelayTiming:
     batch_wait_s: float = 120.0  # let a burst of field reports gather into one batch (not for alerts)
     maintenance_s: float = 300.0
     # An origin hub that handed a report on and has heard of no delivery this long sends it again: the
-    # end-to-end safety net behind hop-by-hop custody (a custody notice cannot say which of several sends
-    # it answers, so in rare races every hub may believe another carries a report). HQ removes the copy.
+    # end-to-end safety net behind hop-by-hop custody (a hub that loses its store, or a race the custody
+    # notices' `answers` do not cover, could leave a report carried by nobody). HQ removes the copy.
     custody_recheck_s: float = 21600.0
     # A satellite uplink that drops for a few minutes is still the best way out for the reports around it:
     # while it has been down for less than this, the hub keeps advertising it and keeps the reports it has
