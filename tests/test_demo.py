@@ -75,3 +75,23 @@ async def test_carriers_reads_which_hub_stores_still_carry_a_report(tmp_path: Pa
         await b.hand_over([(2, 3)], 7)  # b passed it on: only a carries it
         scene = SimpleNamespace(hubs={1: SimpleNamespace(store=a), 4: SimpleNamespace(store=b)})
         assert await _carriers(scene, ["2:3", "5:1"]) == {"2:3": [1], "5:1": []}  # type: ignore[arg-type]
+
+
+def test_demo_waits_for_every_field_message_to_be_answered() -> None:
+    """A message still queued in a handset behind a busy channel is neither acknowledged nor lost: the demo
+    must not end (with everything acknowledged at HQ) before each message had its receipt or error reply."""
+    from types import SimpleNamespace
+
+    from meshd.demo.field import FieldTeam, Reply
+    from meshd.demo.scenario import _teams_answered
+
+    team = FieldTeam("c3-hs1", 1, 0x1234)
+    scene = SimpleNamespace(teams={"c3-hs1": team})
+    team.sent += [(0.0, "A CHOLERA 3"), (1.0, "N W9 F3"), (2.0, "N W4 F3")]
+    team.replies.append(Reply(0.5, "received #3:1, thank you"))
+    assert not _teams_answered(scene)  # type: ignore[arg-type]
+    team.replies.append(Reply(1.5, "W9? severity is 0-5"))  # the error reply answers the malformed one
+    team.replies.append(Reply(1.6, "delivered #3:1"))  # a delivered receipt answers nothing new
+    assert not _teams_answered(scene)  # type: ignore[arg-type]
+    team.replies.append(Reply(2.5, "접수 #3:2"))
+    assert _teams_answered(scene)  # type: ignore[arg-type]

@@ -231,7 +231,7 @@ async def run_demo(options: DemoOptions, on_tick: Callable[[Scene], None] | None
                     on_tick(scene)
                 if sender.done() and scene.phase == "field teams reporting":
                     scene.phase = "waiting for everything to reach HQ"
-                if sender.done() and await _all_at_hq(scene):
+                if sender.done() and _teams_answered(scene) and await _all_at_hq(scene):
                     break
                 await asyncio.sleep(0.5)
             stop_field.set()
@@ -305,6 +305,13 @@ async def _watch_hq(scene: Scene) -> None:
 async def _hq_ids(db_url: str) -> list[str]:
     async with open_store(db_url) as store:
         return await store.report_ids()
+
+
+def _teams_answered(scene: Scene) -> bool:
+    """Every message the field teams sent has had its receipt or its error reply. Until then a message may
+    still be on its way to its hub (a handset's queue behind a busy channel): ending the demo then would
+    leave it out of the count instead of showing it delivered."""
+    return all(len(t.receipts()) + len(t.error_replies()) >= len(t.sent) for t in scene.teams.values())
 
 
 async def _all_at_hq(scene: Scene) -> bool:
