@@ -44,3 +44,14 @@ def test_role_warning_text() -> None:
     warning = radio_role_warning("CLIENT")
     assert warning is not None
     assert "firmware-config/<region>/hub.yaml" in warning
+
+
+def test_a_role_newer_than_our_protobufs_is_named_not_fatal() -> None:
+    from meshd.radio.link import RadioLink
+
+    link = RadioLink("tcp://127.0.0.1:1")
+    link.session.config.device.role = 99  # not in the installed meshtastic protobufs
+    assert link.device_role == "ROLE_99"
+    assert radio_role_warning(link.device_role) is not None
+    link.session.config.device.role = 1
+    assert link.device_role == "CLIENT_MUTE"

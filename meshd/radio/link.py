@@ -185,8 +185,13 @@ class RadioLink:
 
     @property
     def device_role(self) -> str:
-        """The radio's configured role (CLIENT, CLIENT_MUTE, ROUTER, ...) as its config reported it."""
-        return str(config_pb2.Config.DeviceConfig.Role.Name(self._session.config.device.role))
+        """The radio's configured role (CLIENT, CLIENT_MUTE, ROUTER, ...) as its config reported it; a role
+        newer than our protobufs reads `ROLE_<number>` instead of stopping the hub."""
+        number = self._session.config.device.role
+        try:
+            return str(config_pb2.Config.DeviceConfig.Role.Name(number))
+        except ValueError:
+            return f"ROLE_{number}"
 
     @property
     def session(self) -> Session:
