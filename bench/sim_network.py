@@ -8,6 +8,7 @@ Scenario (issue 4, "Benchmarks"):
   10 camps) each hear the camps around them. Every link loses 20 % of frames (`--loss`), on top of the
   simulator's collisions, half-duplex and carrier sense. Paths from far camps to an uplink take several
   hops. Hubs run `[relay] neighbour_radio_hops = 1`, so a camp reached through a relay radio is a neighbour.
+  Hub radios are CLIENT_MUTE, as firmware-config ships them (`--hub-role CLIENT` to compare).
 - Two uplink hubs: camp 1 in one corner (always up) and the camp in the opposite corner, whose uplink
   flaps (`--flap-up`/`--flap-down` scenario seconds up/down, starting up). HQ custody is simulated: an
   uplink hub "publishes" whatever is in its outbox while its uplink is connected (the PUBACK path:
@@ -33,8 +34,9 @@ Measured:
   "ideal (live uplink)": to the nearest uplink that was up when the report was originated.
 - naive flooding: the same report texts sent at the same moments as Meshtastic text broadcasts (want_ack,
   so the originator repeats until it hears a rebroadcast, as the phone apps do), hop limit
-  max(3, farthest camp's hops to an uplink), through managed flooding in the same simulated topology
-  (virtual time, no meshd): total airtime, and how many reached an uplink hub's radio.
+  max(3, farthest camp's hops to an uplink), through managed flooding in the same simulated topology with
+  every radio in its stock role (hub radios CLIENT: Meshtastic without meshd; virtual time): total airtime,
+  and how many reached an uplink hub's radio.
 
 Ends with `RESULT delivered_ratio=... p50_s=... p95_s=... duplicates=... airtime_vs_ideal=... flooding_vs_ideal=...`.
 """
