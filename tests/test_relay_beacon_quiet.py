@@ -23,7 +23,9 @@ async def test_delivered_notices_stand_in_for_periodic_beacons(tmp_path) -> None
     mesh = FakeMesh(seed=2)
     mesh.link(101, 102)
     clock = Clock(speedup=SPEEDUP)
-    timing = dataclasses.replace(FAST_TIMING, beacon_interval_s=BEACON_S, beacon_min_gap_s=5.0, notice_interval_s=20.0)
+    timing = dataclasses.replace(
+        FAST_TIMING, beacon_interval_s=BEACON_S, beacon_min_gap_s=5.0, notice_interval_s=20.0, custody_timeout_s=60.0
+    )  # (a long custody timeout: premature retries on a loaded machine would count 102 as failing)
     # on the in-memory mesh every neighbour is direct: notices at hop limit 0 reach as far as beacons
     origin, uplink_hub = (
         make_hub(p, c, mesh.radio(c), clock, timing, duty_cycle_pct=100.0, neighbour_radio_hops=0) for c in (101, 102)
