@@ -595,6 +595,11 @@ class Relay:
                 and self.radio.state is LinkState.READY
                 and now - self._last_beacon >= self.timing.beacon_min_gap_s
             ):
+                # A beacon is often an answer to one just heard, and every neighbour that heard it answers:
+                # neighbours that cannot hear each other (hidden from each other, on either side of the asker)
+                # would transmit at the same moment and collide at the asker every time. A random pause first.
+                await self.clock.sleep(self.rng.uniform(0.0, self.timing.beacon_min_gap_s / 2))
+                hops = self.routes.my_hops(uplink_up=self._uplink_held(), now=self.clock.now())
                 await self._send_beacon(hops)
             self._beacon_wanted.clear()
             await wait_event(self._beacon_wanted, self.clock.real(self.timing.beacon_min_gap_s))
