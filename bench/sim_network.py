@@ -73,7 +73,7 @@ from meshd.radio.api import BROADCAST, TEXT_PORT
 from meshd.radio.sim import AirRecord, LinkSpec, NodeSpec, SimNetwork, Topology, node_num_for
 from meshd.radio.sim.topology import destination_point
 from meshd.relay.relay import RelayTiming
-from meshd.wire import codec
+from meshd.wire import codec, linkauth
 from meshd.wire.envelope import Envelope, Kind
 from meshd.wire.registry import Camp, Registry
 from meshd.wire.text import AlertEntry, NeedsEntry, parse_shorthand
@@ -537,12 +537,13 @@ def classify(run: MeshdRun) -> tuple[dict[str, list[float]], dict[str, list[floa
             category = f"other (port {record.portnum})"
         else:
             try:
-                env = Envelope.from_bytes(record.payload)
+                env = None if linkauth.is_link_frame(record.payload) else Envelope.from_bytes(record.payload)
+                kind = linkauth.frame_kind(record.payload)
             except MeshdError:
-                env = None
-            if env is None:
+                kind = None
+            if kind is None:
                 category = "undecodable"
-            elif env.kind in DATA_KINDS:
+            elif env is not None and env.kind in DATA_KINDS:
                 if record.relayed:
                     category = "report data: " + repeater(run, record)
                 else:
@@ -551,7 +552,7 @@ def classify(run: MeshdRun) -> tuple[dict[str, list[float]], dict[str, list[floa
                     first_sends.add(key)
             else:
                 name = {Kind.CUSTODY: "custody notices", Kind.STATUS: "beacons", Kind.DELIVERED: "delivered notices"}
-                category = name.get(env.kind, env.kind.value)
+                category = name.get(kind, kind.value)
                 if record.relayed:
                     category += ": " + repeater(run, record)
         target.setdefault(category, []).append(record.airtime_s)

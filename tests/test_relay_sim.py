@@ -15,6 +15,7 @@ from meshd.clock import Clock
 from meshd.config import HubConfig
 from meshd.daemon.hub import Hub
 from meshd.radio.sim import SimNetwork, line_topology
+from meshd.wire import linkauth
 from meshd.wire.envelope import Kind
 from tests.support.hubs import FakeUplink, provision, running
 from tests.test_relay_crash import TIMING
@@ -85,3 +86,11 @@ async def test_five_hubs_in_a_lossy_line_deliver_every_report_exactly_once(tmp_p
         # the reports really crossed four lossy radio hops: the simulator saw losses and our retries
         assert net.stats.losses > 0
         assert sum(h.relay.counters["retransmissions"] for h in hubs if h.relay is not None) > 0
+        # hubs that know each other (from their beacons) answer with compact notices under their link key
+        notices = [
+            linkauth.is_link_frame(r.payload)
+            for r in net.on_air
+            if r.portnum == 256 and linkauth.frame_kind(r.payload) is Kind.CUSTODY
+        ]
+        assert notices
+        assert sum(notices) > len(notices) / 2, f"{sum(notices)} of {len(notices)} custody notices compact"

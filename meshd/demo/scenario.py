@@ -43,7 +43,8 @@ from meshd.hq.ingest import Ingestor, load_registry
 from meshd.hq.worker import HQWorker
 from meshd.radio.api import PRIVATE_PORT
 from meshd.radio.sim import SimNetwork, bundled_topology_path, load_topology
-from meshd.wire.envelope import Envelope, parse_message_id
+from meshd.wire import linkauth
+from meshd.wire.envelope import parse_message_id
 from meshd.wire.registry import Camp, Registry
 
 log = logging.getLogger(__name__)
@@ -374,7 +375,7 @@ async def _summarise(scene: Scene, workdir: Path, registry: Registry) -> DemoRes
         kind_name = ""
         if rec.portnum == PRIVATE_PORT:
             with contextlib.suppress(MeshdError):
-                kind_name = Envelope.from_bytes(rec.payload).kind.value
+                kind_name = linkauth.frame_kind(rec.payload).value
         air_log.write(
             f"{rec.time:.2f},{rec.transmitter:08x},{rec.from_node:08x},{rec.to_node:08x},{rec.hop_limit},"
             f"{rec.portnum},{kind_name},{rec.airtime_s:.3f}\n"
@@ -383,7 +384,7 @@ async def _summarise(scene: Scene, workdir: Path, registry: Registry) -> DemoRes
             continue
         result.airtime_s += rec.airtime_s
         try:
-            kind = Envelope.from_bytes(rec.payload).kind.value
+            kind = linkauth.frame_kind(rec.payload).value
         except MeshdError:
             kind = "other"
         result.airtime_by_kind[kind] = result.airtime_by_kind.get(kind, 0.0) + rec.airtime_s

@@ -40,7 +40,7 @@ from meshd.relay.budget import AirtimeBudget
 from meshd.relay.priority import Prio, priority_of, priority_of_body
 from meshd.relay.routing import Neighbour, RouteTable
 from meshd.store.hub import AcceptResult, HubStore, OutboxEntry
-from meshd.wire import bodies, codec
+from meshd.wire import bodies, codec, linkauth
 from meshd.wire.envelope import MAX_ENVELOPE_LEN, Envelope, Kind, sign
 from meshd.wire.registry import Registry
 from meshd.wire.replay import DEFAULT_WINDOW
@@ -125,6 +125,7 @@ class Relay:
         self.on_text = on_text
         self.on_broadcast = on_broadcast
         self.rng = rng or random.Random()
+        self.link_keys = linkauth.LinkKeys(camp_id, keys.sign, registry)
         self.preset = airtime.preset(radio_config.preset)
         self.budget = AirtimeBudget.from_duty_cycle(relay_config.duty_cycle_pct, relay_config.alert_reserve_pct)
         self.routes = RouteTable(camp_id, stale_after_s=3.5 * self.timing.beacon_interval_s)
@@ -134,9 +135,11 @@ class Relay:
         self._pending_acks: dict[int, set[tuple[int, int]]] = defaultdict(set)
         # per neighbour, the packet ids our next custody notice answers, oldest first (a dict keeps the order)
         self._pending_answers: dict[int, dict[int, None]] = defaultdict(dict)
-        # the sends of each carried envelope since we last took custody of it ourselves: (to whom, packet id &
-        # ANSWER_MASK). Only a custody notice answering one of them hands the envelope over (see _on_custody).
+        # the sends of each carried envelope since we last took custody of it ourselves: (to whom, packet id).
+        # Only a custody notice answering one of them hands the envelope over (see _hand_over).
         self._sends: dict[tuple[int, int], set[tuple[int, int]]] = defaultdict(set)
+        # node number -> camp id, from signed frames heard from it: whose link key a custody notice to it uses
+        self._node_camp: dict[int, int] = {}
         self._ack_hops: dict[int, int] = {}
         self._sent_at: dict[tuple[int, int], tuple[int, float]] = {}
         # the last send of each carried report that went direct (hop limit 0): to whom
@@ -269,6 +272,9 @@ class Relay:
         if packet.portnum != self.radio_config.portnum:
             return
         self.routes.heard_from(packet.from_node, self.clock.now())
+        if linkauth.is_link_frame(packet.payload):
+            await self._on_link_frame(packet)
+            return
         try:
             env = Envelope.from_bytes(packet.payload)
         except MeshdError as exc:
@@ -287,6 +293,8 @@ class Relay:
         if env.kind in (Kind.CUSTODY, Kind.DELIVERED, Kind.STATUS, Kind.BROADCAST) and not known:
             self.counters["rejected_unknown_control"] += 1
             return
+        if env.kind in (Kind.CUSTODY, Kind.DELIVERED, Kind.STATUS) and env.origin != self.camp_id:
+            self._node_camp[packet.from_node] = env.origin  # signed by that hub: its link key is the camp's
         if env.kind is Kind.CUSTODY:
             await self._on_custody(env, packet)
         elif env.kind is Kind.DELIVERED:
@@ -377,28 +385,66 @@ class Relay:
         return False
 
     async def _on_custody(self, env: Envelope, packet: ReceivedPacket) -> None:
+        """A signed custody notice (from a hub that does not know our camp yet, or an older hub)."""
         if packet.to_node not in (BROADCAST, self.radio.my_node):
             return
         ids = bodies.decode_delivered_ids(env.body)
         answers = bodies.decode_custody_answers(env.body)
-        by_key: dict[tuple[int, int], set[int]] = defaultdict(set)
-        for origin, seq in ids:
-            by_key[(origin, seq)].add(seq)
-        removed = 0
+        by_key = set(ids)
+        entries = []
         for entry in await self._entries_covering(ids):
-            if entry.key in self._pinned or entry.key in self._receiving:
-                continue  # a notice for a send made before the report came back round a loop
-            if answers and not any((packet.from_node, a) in self._sends.get(entry.key, ()) for a in answers):
+            sends = {(node, packet_id & bodies.ANSWER_MASK) for node, packet_id in self._sends.get(entry.key, ())}
+            if answers and not any((packet.from_node, a) in sends for a in answers):
                 # It answers a send from before we last took custody of the report ourselves (or from before a
                 # restart): the receiver may have passed it on since, round a loop back to us.
                 self.counters["custody_stale"] += 1
                 continue
-            if entry.handed_to == 0 and all(key in by_key for key in entry.report_keys()):
-                removed += await self.store.hand_over([entry.key], packet.from_node)
+            if all(key in by_key for key in entry.report_keys()):
+                entries.append(entry)
+        await self._hand_over(entries, packet.from_node)
+
+    async def _on_link_frame(self, packet: ReceivedPacket) -> None:
+        """A compact custody notice: the frames it names by packet id, under the link key we share with its
+        sender (see meshd.wire.linkauth)."""
+        try:
+            notice = linkauth.decode_custody_notice(packet.payload)
+        except MeshdError as exc:
+            self.counters["rejected_malformed"] += 1
+            log.info("dropped malformed link frame from !%08x: %s", packet.from_node, exc)
+            return
+        try:
+            self.link_keys.verify_custody_notice(notice)
+        except UnknownOriginError:
+            self.counters["rejected_unknown_control"] += 1
+            return
+        except SignatureError:
+            self.counters["rejected_bad_signature"] += 1
+            log.warning("dropped custody notice from !%08x: its tag does not verify", packet.from_node)
+            return
+        if packet.to_node != self.radio.my_node:
+            return
+        self._node_camp[packet.from_node] = notice.camp
+        answered = {(packet.from_node, packet_id) for packet_id in notice.packet_ids}
+        keys = [key for key, sends in self._sends.items() if sends & answered]
+        if not keys:
+            # It answers no send we still wait for: a repeat of a notice already used, or a send from before we
+            # last took custody of the report ourselves (voided: it may have come back round a loop since).
+            self.counters["custody_stale"] += 1
+        entries = [entry for key in keys if (entry := await self.store.get(*key)) is not None]
+        await self._hand_over(entries, packet.from_node)
+
+    async def _hand_over(self, entries: list[OutboxEntry], node: int) -> None:
+        """`node` holds these entries durably now (its custody notice answers one of our sends of each)."""
+        removed = 0
+        for entry in entries:
+            if entry.key in self._pinned or entry.key in self._receiving:
+                continue  # a notice for a send made before the report came back round a loop
+            if entry.handed_to == 0:
+                removed += await self.store.hand_over([entry.key], node)
                 self._sends.pop(entry.key, None)
-                self._measure_rtt(entry.key, packet.from_node)
-                if self._sent_direct.pop(entry.key, None) == packet.from_node:
-                    self._direct_record[packet.from_node][0] += 1
+                self._measure_rtt(entry.key, node)
+                if self._sent_direct.pop(entry.key, None) == node:
+                    self._direct_record[node][0] += 1
         self.counters["custody_handed_over"] += removed
         soon = 4 * self.timing.custody_timeout_s
         if removed and self._long_backoff and self.clock.now() - self._last_expedite >= soon:
@@ -411,8 +457,8 @@ class Relay:
             self.counters["expedited"] += await self.store.expedite(
                 attempts=EXPEDITE_AFTER_ATTEMPTS, longer_than_s=soon, limit=EXPEDITE_MAX
             )
-        self.routes.heard_from(packet.from_node, self.clock.now())
-        self.routes.succeeded(packet.from_node)
+        self.routes.heard_from(node, self.clock.now())
+        self.routes.succeeded(node)
 
     async def _entries_covering(self, ids: list[tuple[int, int]]) -> list[OutboxEntry]:
         entries = []
@@ -511,8 +557,8 @@ class Relay:
     def _queue_custody_ack(self, node: int, ids: list[tuple[int, int]], radio_hops: int, packet_id: int) -> None:
         self._pending_acks[node].update(ids)
         answers = self._pending_answers[node]
-        answers.pop(packet_id & bodies.ANSWER_MASK, None)
-        answers[packet_id & bodies.ANSWER_MASK] = None  # most recent last
+        answers.pop(packet_id, None)
+        answers[packet_id] = None  # most recent last
         # answer over as many relay radios as the data crossed (its beacon may not have reached us)
         self._ack_hops[node] = max(self._ack_hops.get(node, 0), radio_hops, self.routes.radio_hops_to(node))
         if node not in self._ack_flush:
@@ -530,9 +576,27 @@ class Relay:
     async def _send_custody_ack(self, node: int) -> None:
         self._ack_flush.pop(node, None)
         ids = sorted(self._pending_acks.pop(node, set()))
-        # every frame of the notice names every data frame it answers (a few 3-byte numbers)
-        answers = list(self._pending_answers.pop(node, {}))[-MAX_ANSWERS:]  # the most recent frames
+        pending = list(self._pending_answers.pop(node, {}))
         hops = self._ack_hops.pop(node, 0)
+        camp = self._node_camp.get(node)
+        if camp is None:
+            neighbour = self.routes.neighbours.get(node)
+            camp = neighbour.camp if neighbour is not None else None
+        if camp is not None and camp in self.registry.camps and camp != self.camp_id and pending:
+            # A compact notice under the key we share with that hub: ~16 bytes where a signed one is ~85.
+            for start in range(0, len(pending), linkauth.MAX_IDS):
+                try:
+                    frame = self.link_keys.custody_notice(camp, pending[start : start + linkauth.MAX_IDS])
+                except MeshdError as exc:  # a registry key that cannot make a link key: sign instead
+                    log.warning("custody notice to camp %d: %s", camp, exc)
+                    break
+                await self._transmit(frame, to=node, hop_limit=hops, alert=True, wait_budget=True)
+                self.counters["custody_acks_sent"] += 1
+            else:
+                return
+        # A hub whose camp we do not know yet (no signed frame of its own heard): a signed notice naming the
+        # report ids, and the data frames it answers by the low bits of their packet ids (a few 3-byte numbers).
+        answers = [packet_id & bodies.ANSWER_MASK for packet_id in pending[-MAX_ANSWERS:]]  # the most recent
         while ids:
             chunk, ids = self._fit_ids(Kind.CUSTODY, ids, answers)
             await self._transmit(chunk, to=node, hop_limit=hops, alert=True, wait_budget=True)
@@ -710,7 +774,7 @@ class Relay:
             if packet_id is None:
                 return 5.0
             self._pinned.discard(entry.key)  # notices for this send may hand it over again
-            self._sends[entry.key].add((hop.node, packet_id & bodies.ANSWER_MASK))
+            self._sends[entry.key].add((hop.node, packet_id))
             if hop_limit == 0:
                 self._sent_direct[entry.key] = hop.node
             else:

@@ -1,0 +1,183 @@
+"""Pairwise link keys between hubs, and the compact custody notice they authenticate.
+
+A custody notice tells one neighbour "I have stored the frames you sent me; drop your copies". Until now it
+was a signed envelope: about 85 bytes, 64 of them the Ed25519 signature, and custody notices were a quarter
+of all the relay's airtime (docs/BENCHMARKS.md, "Relay"). Only the one hub it is addressed to needs to
+believe it, so a message authentication code under a key the two hubs share does the same job in 8 bytes.
+
+No new key is needed: each hub's Ed25519 key from the HQ-signed registry is also an X25519 key in
+Montgomery form (RFC 7748 section 4.1, the map libsodium ships as crypto_sign_ed25519_pk_to_curve25519 and
+_sk_to_curve25519), so two hubs agree on a Diffie-Hellman secret from the registry alone. A forger without
+one of the two private keys cannot make a hub drop a report, as before; a replayed notice names packet ids
+of old frames (the tag covers all 32 bits of each), which the hub no longer waits for.
+
+Frame (on the meshd port, beside envelopes):
+    0x00          marker: field number 0 is invalid protobuf, so no envelope starts with this byte
+    0x01          type: custody notice, version 1
+    varint        camp id of the hub that took custody (the sender)
+    n x 4 bytes   packet ids (little-endian, all 32 bits) of the data frames it answers, n = 1..MAX_IDS
+    8 bytes       tag: HMAC-SHA256(link key, context || sender || receiver || ids), truncated
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+from meshd.errors import DecodeError, EncodeError, SignatureError, UnknownOriginError
+from meshd.wire.envelope import Envelope, Kind
+from meshd.wire.registry import Registry
+
+MARKER = 0x00
+TYPE_CUSTODY = 0x01
+TAG_LEN = 8
+MAX_IDS = 16
+UINT32_MAX = 0xFFFFFFFF
+_P = 2**255 - 19  # the field of Curve25519 / edwards25519
+_CONTEXT = b"meshd custody notice v1"
+
+
+def is_link_frame(payload: bytes) -> bool:
+    """A compact link frame, not an envelope (an envelope never starts with a zero byte)."""
+    return payload[:1] == bytes([MARKER])
+
+
+def x25519_public_from_ed25519(ed_public: bytes) -> bytes:
+    """The Montgomery u-coordinate of an Ed25519 public key: u = (1 + y) / (1 - y) mod p."""
+    if len(ed_public) != 32:
+        raise ValueError(f"an Ed25519 public key is 32 bytes, got {len(ed_public)}")
+    y = int.from_bytes(ed_public, "little") & ((1 << 255) - 1)  # the top bit is the sign of x
+    if y >= _P or y == 1:
+        raise ValueError("not a usable Ed25519 public key")
+    u = (1 + y) * pow(1 - y, _P - 2, _P) % _P
+    return u.to_bytes(32, "little")
+
+
+def x25519_private_from_ed25519(ed_private: Ed25519PrivateKey) -> X25519PrivateKey:
+    """The X25519 scalar behind an Ed25519 key: the first half of SHA-512 of its seed (X25519 clamps it)."""
+    seed = ed_private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    return X25519PrivateKey.from_private_bytes(hashlib.sha512(seed).digest()[:32])
+
+
+@dataclass(frozen=True, slots=True)
+class CustodyNotice:
+    camp: int  # the hub that took custody and sent this notice
+    packet_ids: tuple[int, ...]
+    tag: bytes
+
+
+class LinkKeys:
+    """This hub's pairwise keys with the other hubs of the registry (derived on first use, then cached)."""
+
+    def __init__(self, camp_id: int, sign_key: Ed25519PrivateKey, registry: Registry) -> None:
+        self.camp_id = camp_id
+        self.registry = registry
+        self._private = x25519_private_from_ed25519(sign_key)
+        self._keys: dict[int, bytes] = {}
+
+    def key_for(self, camp: int) -> bytes:
+        """The key shared with `camp`; `UnknownOriginError` if the registry does not have it."""
+        key = self._keys.get(camp)
+        if key is not None:
+            return key
+        entry = self.registry.camps.get(camp)
+        if entry is None or camp == self.camp_id:
+            raise UnknownOriginError(f"camp {camp} is not another hub in the camp registry")
+        try:
+            peer = X25519PublicKey.from_public_bytes(x25519_public_from_ed25519(entry.sign_key))
+            shared = self._private.exchange(peer)
+        except ValueError:
+            raise SignatureError(f"registry key of camp {camp} cannot make a link key") from None
+        low, high = sorted((self.camp_id, camp))
+        info = b"meshd link key v1" + struct.pack(">II", low, high)
+        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
+        self._keys[camp] = key
+        return key
+
+    def _tag(self, key: bytes, sender: int, receiver: int, packet_ids: tuple[int, ...]) -> bytes:
+        message = _CONTEXT + struct.pack(">II", sender, receiver) + b"".join(struct.pack("<I", p) for p in packet_ids)
+        return hmac.new(key, message, hashlib.sha256).digest()[:TAG_LEN]
+
+    def custody_notice(self, to_camp: int, packet_ids: list[int]) -> bytes:
+        """A notice to `to_camp` that we hold the frames `packet_ids` durably."""
+        if not 1 <= len(packet_ids) <= MAX_IDS:
+            raise EncodeError(f"a custody notice names 1..{MAX_IDS} frames, got {len(packet_ids)}")
+        ids = tuple(packet_ids)
+        for packet_id in ids:
+            if not 0 <= packet_id <= UINT32_MAX:
+                raise EncodeError(f"packet id {packet_id!r} is not a 32-bit number")
+        tag = self._tag(self.key_for(to_camp), self.camp_id, to_camp, ids)
+        return encode_custody_notice(CustodyNotice(self.camp_id, ids, tag))
+
+    def verify_custody_notice(self, notice: CustodyNotice) -> None:
+        """Raise `SignatureError` (or `UnknownOriginError`) unless `notice.camp` made it for us."""
+        expected = self._tag(self.key_for(notice.camp), notice.camp, self.camp_id, notice.packet_ids)
+        if not hmac.compare_digest(expected, notice.tag):
+            raise SignatureError(f"custody notice from camp {notice.camp} does not verify (forged or tampered)")
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def encode_custody_notice(notice: CustodyNotice) -> bytes:
+    if not 1 <= notice.camp <= UINT32_MAX:
+        raise EncodeError(f"camp id must be 1..{UINT32_MAX}, got {notice.camp!r}")
+    if len(notice.tag) != TAG_LEN:
+        raise EncodeError(f"tag must be {TAG_LEN} bytes")
+    ids = b"".join(struct.pack("<I", p) for p in notice.packet_ids)
+    return bytes([MARKER, TYPE_CUSTODY]) + _varint(notice.camp) + ids + notice.tag
+
+
+def decode_custody_notice(data: bytes) -> CustodyNotice:
+    """Parse a compact custody notice; `DecodeError` for anything else (never another exception)."""
+    if len(data) < 2 or data[0] != MARKER:
+        raise DecodeError("not a meshd link frame")
+    if data[1] != TYPE_CUSTODY:
+        raise DecodeError(f"unknown link frame type {data[1]}")
+    camp = 0
+    pos = 2
+    for shift in range(0, 35, 7):
+        if pos >= len(data):
+            raise DecodeError("custody notice ends inside its camp id")
+        byte = data[pos]
+        pos += 1
+        camp |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            break
+    else:
+        raise DecodeError("custody notice camp id is too long")
+    if not 1 <= camp <= UINT32_MAX:
+        raise DecodeError(f"custody notice camp id {camp} is out of range")
+    rest = data[pos:]
+    if len(rest) < 4 + TAG_LEN or (len(rest) - TAG_LEN) % 4:
+        raise DecodeError(f"custody notice of {len(data)} bytes: the frame ids or the tag are cut short")
+    count = (len(rest) - TAG_LEN) // 4
+    if count > MAX_IDS:
+        raise DecodeError(f"custody notice names {count} frames, more than {MAX_IDS}")
+    packet_ids = struct.unpack(f"<{count}I", rest[: 4 * count])
+    return CustodyNotice(camp, tuple(packet_ids), bytes(rest[4 * count :]))
+
+
+def frame_kind(payload: bytes) -> Kind:
+    """What a frame on the meshd port carries (a compact notice is a custody notice); `DecodeError` if none."""
+    if is_link_frame(payload):
+        decode_custody_notice(payload)
+        return Kind.CUSTODY
+    return Envelope.from_bytes(payload).kind

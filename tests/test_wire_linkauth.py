@@ -1,0 +1,146 @@
+"""Pairwise link keys from the registry's Ed25519 keys, and the compact custody notice they authenticate."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from meshd.errors import DecodeError, EncodeError, SignatureError, UnknownOriginError
+from meshd.keys import raw_public
+from meshd.wire import linkauth
+from meshd.wire.envelope import Envelope, Kind, sign
+from meshd.wire.registry import Camp, Registry
+
+P = 2**255 - 19
+KEYS = {camp: Ed25519PrivateKey.generate() for camp in (1, 2, 3, 300)}
+REGISTRY = Registry(
+    bytes(32),
+    bytes(32),
+    {camp: Camp(camp, f"Camp {camp}", raw_public(key.public_key())) for camp, key in KEYS.items()},
+)
+
+
+def links(camp: int) -> linkauth.LinkKeys:
+    return linkauth.LinkKeys(camp, KEYS[camp], REGISTRY)
+
+
+def test_the_edwards_base_point_maps_to_the_montgomery_base_point():
+    # RFC 7748 section 4.1: edwards25519's base point has y = 4/5; curve25519's has u = 9
+    y = 4 * pow(5, P - 2, P) % P
+    assert linkauth.x25519_public_from_ed25519(y.to_bytes(32, "little")) == (9).to_bytes(32, "little")
+
+
+@pytest.mark.parametrize("camp", sorted(KEYS))
+def test_the_converted_private_key_matches_the_converted_public_key(camp):
+    private = linkauth.x25519_private_from_ed25519(KEYS[camp])
+    expected = linkauth.x25519_public_from_ed25519(raw_public(KEYS[camp].public_key()))
+    assert raw_public(private.public_key()) == expected
+
+
+def test_the_private_scalar_is_the_first_half_of_sha512_of_the_seed():
+    seed = bytes(range(32))
+    key = Ed25519PrivateKey.from_private_bytes(seed)
+    converted = linkauth.x25519_private_from_ed25519(key)
+    scalar = bytearray(hashlib.sha512(seed).digest()[:32])
+    scalar[0] &= 248
+    scalar[31] = (scalar[31] & 127) | 64
+    # the X25519 public key is scalar * base point: the same scalar, clamped, gives the same public key
+    assert raw_public(converted.public_key()) == raw_public(
+        X25519PrivateKey.from_private_bytes(bytes(scalar)).public_key()
+    )
+
+
+def test_two_hubs_derive_the_same_key_and_a_third_a_different_one():
+    assert links(1).key_for(2) == links(2).key_for(1)
+    assert links(1).key_for(300) == links(300).key_for(1)
+    assert links(1).key_for(2) != links(1).key_for(3)
+    assert links(3).key_for(2) != links(1).key_for(2)
+
+
+def test_a_notice_verifies_only_at_the_hub_it_is_for():
+    frame = links(2).custody_notice(1, [0xDEADBEEF, 7])
+    notice = linkauth.decode_custody_notice(frame)
+    assert notice.camp == 2
+    assert notice.packet_ids == (0xDEADBEEF, 7)
+    links(1).verify_custody_notice(notice)
+    with pytest.raises(SignatureError):
+        links(3).verify_custody_notice(notice)
+    assert len(frame) == 2 + 1 + 8 + linkauth.TAG_LEN
+
+
+@pytest.mark.parametrize("position", range(2 + 1 + 4 + linkauth.TAG_LEN))
+def test_any_changed_byte_is_refused(position):
+    frame = bytearray(links(2).custody_notice(1, [0x01020304]))
+    frame[position] ^= 0x40
+    with pytest.raises((SignatureError, DecodeError, UnknownOriginError)):
+        links(1).verify_custody_notice(linkauth.decode_custody_notice(bytes(frame)))
+
+
+def test_notices_from_or_to_camps_outside_the_registry_are_refused():
+    with pytest.raises(UnknownOriginError):
+        links(1).custody_notice(99, [1])
+    with pytest.raises(UnknownOriginError):
+        links(1).key_for(1)  # not with ourselves either
+    forged = linkauth.encode_custody_notice(linkauth.CustodyNotice(99, (1,), bytes(linkauth.TAG_LEN)))
+    with pytest.raises(UnknownOriginError):
+        links(1).verify_custody_notice(linkauth.decode_custody_notice(forged))
+
+
+@pytest.mark.parametrize("ids", [[], list(range(linkauth.MAX_IDS + 1)), [-1], [2**32]])
+def test_notices_that_cannot_be_encoded_say_why(ids):
+    with pytest.raises(EncodeError):
+        links(1).custody_notice(2, ids)
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (b"", "not a meshd link frame"),
+        (b"\x00", "not a meshd link frame"),
+        (b"\x00\x02\x01" + bytes(12), "unknown link frame type"),
+        (b"\x00\x01", "inside its camp id"),
+        (b"\x00\x01\x80\x80\x80\x80\x80\x80", "too long"),
+        (b"\x00\x01\x00" + bytes(12), "out of range"),
+        (b"\x00\x01\x01" + bytes(11), "cut short"),
+        (b"\x00\x01\x01" + bytes(13), "cut short"),
+        (b"\x00\x01\x01" + bytes(4 * 17 + 8), "more than"),
+    ],
+)
+def test_malformed_frames_get_a_clear_error(frame, message):
+    with pytest.raises(DecodeError, match=message):
+        linkauth.decode_custody_notice(frame)
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=120))
+def test_any_bytes_parse_or_raise_decode_error(data):
+    try:
+        notice = linkauth.decode_custody_notice(data)
+    except DecodeError:
+        return
+    assert linkauth.encode_custody_notice(notice) == data or data[2] & 0x80  # only a padded varint re-encodes
+
+
+@settings(max_examples=200)
+@given(
+    origin=st.integers(0, 2**32 - 1),
+    seq=st.integers(0, 2**32 - 1),
+    kind=st.sampled_from([Kind.NEEDS, Kind.CUSTODY, Kind.STATUS, Kind.DELIVERED, Kind.BATCH]),
+    body=st.binary(max_size=60),
+    age=st.integers(0, 2**32 - 1),
+)
+def test_no_envelope_is_taken_for_a_link_frame(origin, seq, kind, body, age):
+    raw = sign(Envelope(origin, seq, kind, body, age_s=age), KEYS[1], max_len=10_000).to_bytes()
+    assert not linkauth.is_link_frame(raw)
+    assert linkauth.frame_kind(raw) is kind
+
+
+def test_frame_kind_of_a_compact_notice_is_custody():
+    assert linkauth.frame_kind(links(2).custody_notice(1, [5])) is Kind.CUSTODY
+    with pytest.raises(DecodeError):
+        linkauth.frame_kind(b"\x00\x01")
