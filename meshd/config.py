@@ -61,6 +61,7 @@ class TimingSection:
     custody_ack_delay_s: float = 2.0
     custody_timeout_s: float = 20.0
     beacon_interval_s: float = 900.0
+    beacon_interval_max_s: float = 3600.0
     beacon_min_gap_s: float = 20.0
     notice_interval_s: float = 300.0
     batch_wait_s: float = 120.0
@@ -195,6 +196,8 @@ def validate_hub(config: HubConfig, source: str = "<config>") -> HubConfig:
         problems.append("relay.batch_max must be at least 1")
     if config.timing.speedup <= 0:
         problems.append("timing.speedup must be positive")
+    if config.timing.beacon_interval_max_s < config.timing.beacon_interval_s:
+        problems.append("timing.beacon_interval_max_s must be at least timing.beacon_interval_s")
     if config.timing.uplink_hold_s < 0:
         problems.append("timing.uplink_hold_s must not be negative")
     if config.uplink.url and not config.uplink.url.startswith(("mqtt://", "mqtts://")):

@@ -52,6 +52,7 @@ def test_errors_name_the_key_and_the_file(toml, message):
         ("[hub]\ncamp_id = 1\n[radio]\nportnum = 1\n", "radio.portnum must be a private port"),
         ("[hub]\ncamp_id = 1\n[radio]\npreset = 'FAST'\n", "radio.preset must be one of"),
         ("[hub]\ncamp_id = 1\n[uplink]\nurl = 'http://x'\n", "uplink.url must start with"),
+        ("[hub]\ncamp_id = 1\n[timing]\nbeacon_interval_max_s = 600.0\n", "beacon_interval_max_s must be at least"),
     ],
 )
 def test_cross_key_checks(toml, message):

@@ -65,6 +65,10 @@ class RelayTiming:
     custody_ack_delay_s: float = 2.0  # gather custody notices for this long before answering
     custody_timeout_s: float = 20.0  # beyond the airtime of frame + notice; retry after this, backing off
     beacon_interval_s: float = 900.0
+    # Like RFC 6206's Trickle timer (RPL's route beacons): while our route stays the same, the wait for the
+    # next periodic beacon doubles up to this; any change starts again from `beacon_interval_s`. Camp hubs
+    # are fixed infrastructure: a beacon that repeats the last one every 15 minutes was 10-14 % of the airtime.
+    beacon_interval_max_s: float = 3600.0
     beacon_min_gap_s: float = 20.0
     notice_interval_s: float = 300.0
     batch_wait_s: float = 120.0  # let a burst of field reports gather into one batch (not for alerts)
@@ -85,6 +89,7 @@ class RelayTiming:
             custody_ack_delay_s=section.custody_ack_delay_s,
             custody_timeout_s=section.custody_timeout_s,
             beacon_interval_s=section.beacon_interval_s,
+            beacon_interval_max_s=section.beacon_interval_max_s,
             beacon_min_gap_s=section.beacon_min_gap_s,
             notice_interval_s=section.notice_interval_s,
             batch_wait_s=section.batch_wait_s,
@@ -128,7 +133,10 @@ class Relay:
         self.link_keys = linkauth.LinkKeys(camp_id, keys.sign, registry)
         self.preset = airtime.preset(radio_config.preset)
         self.budget = AirtimeBudget.from_duty_cycle(relay_config.duty_cycle_pct, relay_config.alert_reserve_pct)
-        self.routes = RouteTable(camp_id, stale_after_s=3.5 * self.timing.beacon_interval_s)
+        # a route is stale after three periodic beacons missed at the longest interval
+        self.routes = RouteTable(
+            camp_id, stale_after_s=3.5 * max(self.timing.beacon_interval_s, self.timing.beacon_interval_max_s)
+        )
         self.counters: Counter[str] = Counter()
         self.airtime_used_s = 0.0
         self._wake = asyncio.Event()
@@ -156,6 +164,7 @@ class Relay:
         self._ack_flush: dict[int, asyncio.TimerHandle] = {}
         self._highest: dict[int, int] = {}
         self._last_beacon = -math.inf
+        self._beacon_period = self.timing.beacon_interval_s  # the current periodic interval (see RelayTiming)
         self._last_heard_broadcast = -math.inf  # our last broadcast that every neighbour hears (not a beacon)
         self._advertised_hops: int | None = None
         self._beacon_wanted = asyncio.Event()
@@ -651,9 +660,10 @@ class Relay:
             now = self.clock.now()
             # Any frame of ours a neighbour's host receives keeps our route fresh there (`heard_from`), so
             # while we send Delivered notices as far as a beacon goes, the periodic beacon says nothing new.
-            periodic_due = now - max(self._last_beacon, self._last_heard_broadcast) >= self.timing.beacon_interval_s
+            periodic_due = now - max(self._last_beacon, self._last_heard_broadcast) >= self._beacon_period
             lost = hops == 0 and now - self._last_beacon >= self._lost_gap
-            wanted = hops != self._advertised_hops or periodic_due or self._answer_beacon or lost
+            news = hops != self._advertised_hops or self._answer_beacon or lost
+            wanted = news or periodic_due
             if (
                 wanted
                 and self.radio.state is LinkState.READY
@@ -664,11 +674,18 @@ class Relay:
                 # would transmit at the same moment and collide at the asker every time. A random pause first.
                 await self.clock.sleep(self.rng.uniform(0.0, self.timing.beacon_min_gap_s / 2))
                 hops = self.routes.my_hops(uplink_up=self._uplink_held(), now=self.clock.now())
-                await self._send_beacon(hops)
+                news = news or hops != self._advertised_hops
+                if await self._send_beacon(hops):
+                    # the same route again: wait twice as long next time; anything new: start again
+                    self._beacon_period = (
+                        self.timing.beacon_interval_s
+                        if news
+                        else min(2 * self._beacon_period, self.timing.beacon_interval_max_s)
+                    )
             self._beacon_wanted.clear()
             await wait_event(self._beacon_wanted, self.clock.real(self.timing.beacon_min_gap_s))
 
-    async def _send_beacon(self, hops: int) -> None:
+    async def _send_beacon(self, hops: int) -> bool:
         now = self.clock.now()
         hop = None if self._uplink_held() else self.routes.next_hop(now)
         body = bodies.encode_status(
@@ -689,6 +706,7 @@ class Relay:
             self._advertised_hops = hops
             self._last_beacon = self.clock.now()
             self.counters["beacons_sent"] += 1
+        return sent is not None
 
     # ------------------------------------------------------------------ sending reports
 
