@@ -1,6 +1,7 @@
 """A hub that keeps sending Delivered notices as far as its beacons go skips its periodic beacon: every
-neighbour's host receives those notices, which keep our route fresh there (`RouteTable.heard_from`). Two
-real hubs (SQLite stores, relays) on the in-memory mesh; 102 has the uplink, 101 reports all along."""
+neighbour's host receives those notices, which keep our route fresh there (`RouteTable.heard_from`). Three
+real hubs (SQLite stores, relays) in a line on the in-memory mesh; 103 has the uplink (and tells 102 of each
+delivery in its custody notice), 102 passes the news back to 101, which reports all along."""
 
 from __future__ import annotations
 
@@ -19,22 +20,29 @@ BEACON_S = 60.0
 
 
 async def test_delivered_notices_stand_in_for_periodic_beacons(tmp_path) -> None:
-    p = provision(tmp_path, [101, 102])
+    p = provision(tmp_path, [101, 102, 103])
     mesh = FakeMesh(seed=2)
     mesh.link(101, 102)
+    mesh.link(102, 103)
     clock = Clock(speedup=SPEEDUP)
     timing = dataclasses.replace(
-        FAST_TIMING, beacon_interval_s=BEACON_S, beacon_min_gap_s=5.0, notice_interval_s=20.0, custody_timeout_s=60.0
+        FAST_TIMING,
+        beacon_interval_s=BEACON_S,
+        beacon_interval_max_s=BEACON_S,  # (no backing off: one periodic beacon per interval unless suppressed)
+        beacon_min_gap_s=5.0,
+        notice_interval_s=20.0,
+        custody_timeout_s=60.0,
     )  # (a long custody timeout: premature retries on a loaded machine would count 102 as failing)
     # on the in-memory mesh every neighbour is direct: notices at hop limit 0 reach as far as beacons
-    origin, uplink_hub = (
-        make_hub(p, c, mesh.radio(c), clock, timing, duty_cycle_pct=100.0, neighbour_radio_hops=0) for c in (101, 102)
+    origin, middle, uplink_hub = (
+        make_hub(p, c, mesh.radio(c), clock, timing, duty_cycle_pct=100.0, neighbour_radio_hops=0)
+        for c in (101, 102, 103)
     )
     received: Counter[str] = Counter()
     uplink = FakeUplink(uplink_hub, received)
     uplink_hub.uplink = uplink
-    async with running([origin, uplink_hub]):
-        a, b = origin.relay, uplink_hub.relay
+    async with running([origin, middle, uplink_hub]):
+        a, b = origin.relay, middle.relay
         assert a is not None
         assert b is not None
         task = asyncio.create_task(uplink.run())

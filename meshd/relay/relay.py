@@ -55,6 +55,7 @@ RECEIVE_IN_FLIGHT = 64  # received envelopes handled at once (their store writes
 EXPEDITE_AFTER_ATTEMPTS = 3  # reports sent this often without custody are in a long backoff
 EXPEDITE_MAX = 4  # of them brought forward by one working handover
 BROADCAST_REPEAT_SPREAD_S = 10.0  # a hub repeats a new HQ broadcast within this many seconds
+DELIVERED_CHECKS = 5  # looks at the uplink's progress before a custody notice goes without "delivered"
 NOTICE_ROUNDS = 3  # times a Delivered id is repeated to outer neighbours until one is heard passing it on
 
 
@@ -441,6 +442,11 @@ class Relay:
             self.counters["custody_stale"] += 1
         entries = [entry for key in keys if (entry := await self.store.get(*key)) is not None]
         await self._hand_over(entries, packet.from_node)
+        if notice.delivered and entries:
+            # ...and HQ has them: what a Delivered notice from that hub would have told us
+            reports = [key for entry in entries for key in entry.report_keys()]
+            self.counters["delivered_learnt"] += await self.store.mark_delivered(reports, published=False)
+            self.counters["custody_delivered_received"] += 1
 
     async def _hand_over(self, entries: list[OutboxEntry], node: int) -> None:
         """`node` holds these entries durably now (its custody notice answers one of our sends of each)."""
@@ -592,16 +598,25 @@ class Relay:
             neighbour = self.routes.neighbours.get(node)
             camp = neighbour.camp if neighbour is not None else None
         if camp is not None and camp in self.registry.camps and camp != self.camp_id and pending:
-            # A compact notice under the key we share with that hub: ~16 bytes where a signed one is ~85.
+            # A compact notice under the key we share with that hub: ~16 bytes where a signed one is ~85. When
+            # our uplink already has every report in those frames, it says so, and spares the Delivered notice
+            # we would otherwise send that hub about them (a retry of a lost one is answered the same way).
+            delivered = bool(ids) and self.uplink_up() and await self._delivered_soon(ids)
+            sent_any = False
             for start in range(0, len(pending), linkauth.MAX_IDS):
+                answered = pending[start : start + linkauth.MAX_IDS]
                 try:
-                    frame = self.link_keys.custody_notice(camp, pending[start : start + linkauth.MAX_IDS])
+                    frame = self.link_keys.custody_notice(camp, answered, delivered=delivered)
                 except MeshdError as exc:  # a registry key that cannot make a link key: sign instead
                     log.warning("custody notice to camp %d: %s", camp, exc)
                     break
-                await self._transmit(frame, to=node, hop_limit=hops, alert=True, wait_budget=True)
+                sent = await self._transmit(frame, to=node, hop_limit=hops, alert=True, wait_budget=True)
+                sent_any = sent_any or sent is not None
                 self.counters["custody_acks_sent"] += 1
             else:
+                if delivered and sent_any:
+                    self.counters["custody_delivered_sent"] += 1
+                    await self.store.mark_notified(ids)
                 return
         # A hub whose camp we do not know yet (no signed frame of its own heard): a signed notice naming the
         # report ids, and the data frames it answers by the low bits of their packet ids (a few 3-byte numbers).
@@ -610,6 +625,18 @@ class Relay:
             chunk, ids = self._fit_ids(Kind.CUSTODY, ids, answers)
             await self._transmit(chunk, to=node, hop_limit=hops, alert=True, wait_budget=True)
             self.counters["custody_acks_sent"] += 1
+
+    async def _delivered_soon(self, ids: list[tuple[int, int]]) -> bool:
+        """Does our uplink have all of these now, or within another `custody_ack_delay_s`? (A report that
+        came in just before the notice is usually still being published; the sender waits far longer.)"""
+        for attempt in range(DELIVERED_CHECKS):
+            if attempt:
+                await self.clock.sleep(self.timing.custody_ack_delay_s / (DELIVERED_CHECKS - 1))
+            if all([await self.store.is_delivered(origin, seq) for origin, seq in ids]):
+                return True
+            if not self.uplink_up():
+                return False
+        return False
 
     def _fit_ids(
         self, kind: Kind, ids: list[tuple[int, int]], answers: list[int] | None = None

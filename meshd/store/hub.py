@@ -585,6 +585,12 @@ class HubStore:
 
         return await self.db.write(op)
 
+    async def mark_notified(self, ids: list[tuple[int, int]]) -> None:
+        """The mesh has been told of these delivered ids another way (a custody notice that said so)."""
+        await self.db.write(
+            lambda conn: conn.executemany("UPDATE delivered SET notified = 1 WHERE origin = ? AND seq = ?", ids)
+        )
+
     async def is_delivered(self, origin: int, seq: int) -> bool:
         return await self.db.read(
             lambda conn: (

@@ -13,10 +13,13 @@ of old frames (the tag covers all 32 bits of each), which the hub no longer wait
 
 Frame (on the meshd port, beside envelopes):
     0x00          marker: field number 0 is invalid protobuf, so no envelope starts with this byte
-    0x01          type: custody notice, version 1
+    0x01          type: custody notice, version 1 (0x03: and HQ has every report in those frames)
     varint        camp id of the hub that took custody (the sender)
     n x 4 bytes   packet ids (little-endian, all 32 bits) of the data frames it answers, n = 1..MAX_IDS
-    8 bytes       tag: HMAC-SHA256(link key, context || sender || receiver || ids), truncated
+    8 bytes       tag: HMAC-SHA256(link key, context || type || sender || receiver || ids), truncated
+
+An uplink hub whose uplink already has the reports when it answers (type 0x03) saves the Delivered notice
+that would otherwise follow for them: the sender learns both at once.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from meshd.wire.registry import Registry
 
 MARKER = 0x00
 TYPE_CUSTODY = 0x01
+TYPE_CUSTODY_DELIVERED = 0x03
 TAG_LEN = 8
 MAX_IDS = 16
 UINT32_MAX = 0xFFFFFFFF
@@ -72,6 +76,7 @@ class CustodyNotice:
     camp: int  # the hub that took custody and sent this notice
     packet_ids: tuple[int, ...]
     tag: bytes
+    delivered: bool = False  # HQ has every report in those frames too
 
 
 class LinkKeys:
@@ -102,24 +107,29 @@ class LinkKeys:
         self._keys[camp] = key
         return key
 
-    def _tag(self, key: bytes, sender: int, receiver: int, packet_ids: tuple[int, ...]) -> bytes:
-        message = _CONTEXT + struct.pack(">II", sender, receiver) + b"".join(struct.pack("<I", p) for p in packet_ids)
+    def _tag(self, key: bytes, sender: int, receiver: int, packet_ids: tuple[int, ...], delivered: bool) -> bytes:
+        frame_type = TYPE_CUSTODY_DELIVERED if delivered else TYPE_CUSTODY
+        head = _CONTEXT + bytes([frame_type]) + struct.pack(">II", sender, receiver)
+        message = head + b"".join(struct.pack("<I", p) for p in packet_ids)
         return hmac.new(key, message, hashlib.sha256).digest()[:TAG_LEN]
 
-    def custody_notice(self, to_camp: int, packet_ids: list[int]) -> bytes:
-        """A notice to `to_camp` that we hold the frames `packet_ids` durably."""
+    def custody_notice(self, to_camp: int, packet_ids: list[int], *, delivered: bool = False) -> bytes:
+        """A notice to `to_camp` that we hold the frames `packet_ids` durably (and, with `delivered`, that HQ
+        has every report in them)."""
         if not 1 <= len(packet_ids) <= MAX_IDS:
             raise EncodeError(f"a custody notice names 1..{MAX_IDS} frames, got {len(packet_ids)}")
         ids = tuple(packet_ids)
         for packet_id in ids:
             if not 0 <= packet_id <= UINT32_MAX:
                 raise EncodeError(f"packet id {packet_id!r} is not a 32-bit number")
-        tag = self._tag(self.key_for(to_camp), self.camp_id, to_camp, ids)
-        return encode_custody_notice(CustodyNotice(self.camp_id, ids, tag))
+        tag = self._tag(self.key_for(to_camp), self.camp_id, to_camp, ids, delivered)
+        return encode_custody_notice(CustodyNotice(self.camp_id, ids, tag, delivered))
 
     def verify_custody_notice(self, notice: CustodyNotice) -> None:
         """Raise `SignatureError` (or `UnknownOriginError`) unless `notice.camp` made it for us."""
-        expected = self._tag(self.key_for(notice.camp), notice.camp, self.camp_id, notice.packet_ids)
+        expected = self._tag(
+            self.key_for(notice.camp), notice.camp, self.camp_id, notice.packet_ids, notice.delivered
+        )
         if not hmac.compare_digest(expected, notice.tag):
             raise SignatureError(f"custody notice from camp {notice.camp} does not verify (forged or tampered)")
 
@@ -142,14 +152,15 @@ def encode_custody_notice(notice: CustodyNotice) -> bytes:
     if len(notice.tag) != TAG_LEN:
         raise EncodeError(f"tag must be {TAG_LEN} bytes")
     ids = b"".join(struct.pack("<I", p) for p in notice.packet_ids)
-    return bytes([MARKER, TYPE_CUSTODY]) + _varint(notice.camp) + ids + notice.tag
+    frame_type = TYPE_CUSTODY_DELIVERED if notice.delivered else TYPE_CUSTODY
+    return bytes([MARKER, frame_type]) + _varint(notice.camp) + ids + notice.tag
 
 
 def decode_custody_notice(data: bytes) -> CustodyNotice:
     """Parse a compact custody notice; `DecodeError` for anything else (never another exception)."""
     if len(data) < 2 or data[0] != MARKER:
         raise DecodeError("not a meshd link frame")
-    if data[1] != TYPE_CUSTODY:
+    if data[1] not in (TYPE_CUSTODY, TYPE_CUSTODY_DELIVERED):
         raise DecodeError(f"unknown link frame type {data[1]}")
     camp = 0
     pos = 2
@@ -172,7 +183,7 @@ def decode_custody_notice(data: bytes) -> CustodyNotice:
     if count > MAX_IDS:
         raise DecodeError(f"custody notice names {count} frames, more than {MAX_IDS}")
     packet_ids = struct.unpack(f"<{count}I", rest[: 4 * count])
-    return CustodyNotice(camp, tuple(packet_ids), bytes(rest[4 * count :]))
+    return CustodyNotice(camp, tuple(packet_ids), bytes(rest[4 * count :]), data[1] == TYPE_CUSTODY_DELIVERED)
 
 
 def frame_kind(payload: bytes) -> Kind:
