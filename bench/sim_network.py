@@ -325,6 +325,7 @@ class MeshdRun:
     holders: dict[str, list[int]] = field(default_factory=dict)  # undelivered id -> camps still carrying it
     per_hub: dict[int, Counter[str]] = field(default_factory=dict)  # camp -> its relay's counters
     origin_error: str = ""
+    channel: dict[str, int] = field(default_factory=dict)  # the simulator's totals (whole run)
 
 
 def provision(root: Path, camps: list[int]) -> tuple[Registry, Path]:
@@ -420,6 +421,14 @@ async def run_meshd(s: Scenario, net: Net, plan: list[Planned], root: Path, *, p
                     per_hub[camp] = Counter(hub.relay.counters)
             holders = await who_holds([o.id for o in originated if o.id not in hq.rows], hubs)
         air = list(sim.on_air)
+        stats = sim.stats
+        channel = {
+            "transmissions": stats.transmissions,
+            "receptions": stats.receptions,
+            "link losses": stats.losses,
+            "collisions": stats.collisions,
+            "half-duplex": stats.half_duplex_losses,
+        }
         lag = sim.clock.lag
         first = min((o.at for o in originated), default=t0 + s.warmup_s) - offset
         kinds = {n.num: n for n in net.topology.nodes}
@@ -439,6 +448,7 @@ async def run_meshd(s: Scenario, net: Net, plan: list[Planned], root: Path, *, p
         relay_radios={num for num, spec in kinds.items() if spec.kind == "relay"},
         holders=holders,
         origin_error="; ".join(errors),
+        channel=channel,
     )
 
 
@@ -702,6 +712,8 @@ def main_report(s: Scenario, net: Net, run: MeshdRun, flood: FloodRun) -> None:
             for camp, k in busiest
         )
     )
+    if run.channel:
+        print("channel (whole run, simulator): " + ", ".join(f"{k} {v}" for k, v in run.channel.items()))
     print("\n## Against the ideal and naive flooding\n")
     print_table(
         ["", "airtime s", "s per report", "× ideal"],
