@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from meshd.cli.main import main
+from meshd.wire import linkauth
 from meshd.wire.envelope import MAX_ENVELOPE_LEN, Envelope
 
 NEEDS = {
@@ -240,6 +241,20 @@ def test_decode_of_an_unregistered_origin_says_so(world, run):
     hexed = ok(run("encode", "needs", "--json", world.needs_json, "--key", world.other_camp, cwd=world.root)).strip()
     [report] = decoded(run("decode", hexed, "--registry", world.registry, cwd=world.root))
     assert report["provenance"] == "unknown_origin"
+
+
+def test_decode_of_a_compact_custody_notice_says_what_it_answers(world, run):
+    frame = linkauth.encode_custody_notice(linkauth.CustodyNotice(412, (0x1234ABCD,), bytes(8), delivered=True))
+    result = run("decode", frame.hex(), cwd=world.root)
+    assert result.returncode == 0
+    assert json.loads(result.stdout) == {
+        "frame": "custody notice",
+        "from_camp": 412,
+        "answers": ["1234abcd"],
+        "delivered": True,
+    }
+    assert "tag: not checked" in result.stderr
+    assert "cut short" in one_line_error(run("decode", frame[:6].hex(), cwd=world.root))
 
 
 def test_decode_of_a_tampered_envelope_fails_in_one_line(world, run):
