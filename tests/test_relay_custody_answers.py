@@ -187,6 +187,17 @@ async def test_once_it_knows_the_camp_our_notice_is_compact_and_names_whole_pack
             b.links_c.verify_custody_notice(notice)
 
 
+async def test_a_genuine_notice_of_another_hub_under_the_receivers_node_number_is_refused(tmp_path):
+    """The origin hub's own notice, made for B, naming a frame B sent to C, sent as if from C: the node number
+    is not authenticated, so the notice's camp must be the one B knows for that node."""
+    async with hub_b(tmp_path, compact=True) as b:
+        [first] = (await b.sends_to_c(1))[:1]
+        links_origin = linkauth.LinkKeys(ORIGIN, keyfiles.load(tmp_path / f"keys{ORIGIN}").sign, b.links_c.registry)
+        b.deliver(links_origin.custody_notice(B, [first]), C, 30)
+        await b.counter("rejected_wrong_sender")
+        assert await b.carries_the_report()
+
+
 async def test_a_forged_or_misdirected_compact_notice_hands_nothing_over(tmp_path):
     async with hub_b(tmp_path, compact=True) as b:
         [first] = (await b.sends_to_c(1))[:1]

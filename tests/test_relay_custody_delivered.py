@@ -21,7 +21,7 @@ NOTICE_S = 20.0
 
 async def run_pair(tmp_path, *, uplink_late: bool) -> tuple[Relay, Relay, FakeMesh]:
     p = provision(tmp_path, [101, 102])
-    clock = Clock(speedup=20)
+    clock = Clock(speedup=10)
     mesh = FakeMesh(seed=3, clock=clock)
     mesh.link(101, 102)
     timing = dataclasses.replace(FAST_TIMING, custody_ack_delay_s=2.0, notice_interval_s=NOTICE_S)
@@ -38,6 +38,8 @@ async def run_pair(tmp_path, *, uplink_late: bool) -> tuple[Relay, Relay, FakeMe
         task = asyncio.create_task(uplink.run())
         try:
             await wait_for(lambda: a.routes.next_hop(clock.now()) is not None, limit_s=10)
+            # 102 answers with a compact notice once it knows 101's camp (from 101's beacon)
+            await wait_for(lambda: 101 in {n.camp for n in b.routes.neighbours.values()}, limit_s=10)
             if uplink_late:  # a short outage (within uplink_hold_s): 102 keeps what it gets meanwhile
                 uplink.connected = False
             ids = [(await a.originate(Kind.ALERT, {"type": "fire", "urgency": "immediate"})).id for _ in range(3)]
@@ -65,4 +67,3 @@ async def test_without_the_reports_at_hq_yet_the_news_comes_in_a_delivered_notic
     assert a.counters["custody_delivered_received"] == 0
     assert b.counters["custody_delivered_sent"] == 0
     assert b.counters["delivered_notices_sent"] >= 1
-

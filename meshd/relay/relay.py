@@ -416,11 +416,20 @@ class Relay:
     async def _on_link_frame(self, packet: ReceivedPacket) -> None:
         """A compact custody notice: the frames it names by packet id, under the link key we share with its
         sender (see meshd.wire.linkauth)."""
+        if packet.to_node != self.radio.my_node:
+            return  # custody notices are for one hub
         try:
             notice = linkauth.decode_custody_notice(packet.payload)
         except MeshdError as exc:
             self.counters["rejected_malformed"] += 1
             log.info("dropped malformed link frame from !%08x: %s", packet.from_node, exc)
+            return
+        known = self._camp_of(packet.from_node)
+        if known is not None and known != notice.camp:
+            # A hub's genuine notice sent under another hub's node number: it must not hand over what we sent
+            # to that other hub (the sender's node number is not authenticated, the tag is per camp).
+            self.counters["rejected_wrong_sender"] += 1
+            log.warning("dropped custody notice of camp %d from !%08x (camp %d)", notice.camp, packet.from_node, known)
             return
         try:
             self.link_keys.verify_custody_notice(notice)
@@ -430,8 +439,6 @@ class Relay:
         except SignatureError:
             self.counters["rejected_bad_signature"] += 1
             log.warning("dropped custody notice from !%08x: its tag does not verify", packet.from_node)
-            return
-        if packet.to_node != self.radio.my_node:
             return
         self._node_camp[packet.from_node] = notice.camp
         answered = {(packet.from_node, packet_id) for packet_id in notice.packet_ids}
@@ -593,10 +600,7 @@ class Relay:
         ids = sorted(self._pending_acks.pop(node, set()))
         pending = list(self._pending_answers.pop(node, {}))
         hops = self._ack_hops.pop(node, 0)
-        camp = self._node_camp.get(node)
-        if camp is None:
-            neighbour = self.routes.neighbours.get(node)
-            camp = neighbour.camp if neighbour is not None else None
+        camp = self._camp_of(node)
         if camp is not None and camp in self.registry.camps and camp != self.camp_id and pending:
             # A compact notice under the key we share with that hub: ~16 bytes where a signed one is ~85. When
             # our uplink already has every report in those frames, it says so, and spares the Delivered notice
@@ -625,6 +629,14 @@ class Relay:
             chunk, ids = self._fit_ids(Kind.CUSTODY, ids, answers)
             await self._transmit(chunk, to=node, hop_limit=hops, alert=True, wait_budget=True)
             self.counters["custody_acks_sent"] += 1
+
+    def _camp_of(self, node: int) -> int | None:
+        """The camp of a node number, as its own signed frames (or verified notices) told us."""
+        camp = self._node_camp.get(node)
+        if camp is None:
+            neighbour = self.routes.neighbours.get(node)
+            camp = neighbour.camp if neighbour is not None else None
+        return camp
 
     async def _delivered_soon(self, ids: list[tuple[int, int]]) -> bool:
         """Does our uplink have all of these now, or within another `custody_ack_delay_s`? (A report that
