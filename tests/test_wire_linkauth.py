@@ -144,3 +144,16 @@ def test_frame_kind_of_a_compact_notice_is_custody():
     assert linkauth.frame_kind(links(2).custody_notice(1, [5])) is Kind.CUSTODY
     with pytest.raises(DecodeError):
         linkauth.frame_kind(b"\x00\x01")
+
+
+def test_a_plain_notice_cannot_be_turned_into_one_that_says_delivered():
+    frame = bytearray(links(2).custody_notice(1, [42]))
+    assert not linkauth.decode_custody_notice(bytes(frame)).delivered
+    frame[1] = linkauth.TYPE_CUSTODY_DELIVERED
+    notice = linkauth.decode_custody_notice(bytes(frame))
+    assert notice.delivered
+    with pytest.raises(SignatureError):
+        links(1).verify_custody_notice(notice)
+    genuine = linkauth.decode_custody_notice(links(2).custody_notice(1, [42], delivered=True))
+    links(1).verify_custody_notice(genuine)
+    assert genuine.delivered
