@@ -171,9 +171,7 @@ async def test_every_stored_envelope_keeps_its_uplink_bodies_rendered(tmp_path: 
         await receive(store, env(7, 1))
         await store.originate(3, lambda seq: env(3, seq), priority=20)
         await store.originate(3, lambda seq: env(3, seq), priority=20)
-        batch = Envelope(
-            3, 1, Kind.BATCH, codec.make_batch_body([codec.BatchEntry(Kind.NEEDS, b"\x08\x02")] * 2)
-        )
+        batch = Envelope(3, 1, Kind.BATCH, codec.make_batch_body([codec.BatchEntry(Kind.NEEDS, b"\x08\x02")] * 2))
         await store.replace_with_batch([(3, 1), (3, 2)], batch, priority=20)
         notice = Envelope(9, 5, Kind.CUSTODY, codec.encode_body(Kind.CUSTODY, {"ids": ["7:1"]}, 9))
         await store.accept(notice, priority=20)
@@ -183,3 +181,24 @@ async def test_every_stored_envelope_keeps_its_uplink_bodies_rendered(tmp_path: 
         (3, 1): '{"camp":3,"population":{"individuals":2}}\n{"camp":3,"population":{"individuals":2}}',
         (9, 5): None,
     }
+
+
+async def test_an_own_report_that_was_on_the_air_is_marked_so_it_is_never_batched_again(tmp_path: Path) -> None:
+    """Taken back or rechecked, an own report keeps where it went in `from_node` (0 = never on the air): the
+    relay batches only reports with 0 there, since a batch takes its first report's id."""
+    now = [100.0]
+    async with HubStore(tmp_path / "s.db", clock=lambda: now[0]) as store:
+        back = (await store.originate(3, lambda seq: env(3, seq), priority=20)).seq
+        rechecked = (await store.originate(3, lambda seq: env(3, seq), priority=20)).seq
+        fresh = (await store.originate(3, lambda seq: env(3, seq), priority=20)).seq
+        await store.hand_over([(3, back), (3, rechecked)], NEIGHBOUR)
+        assert (await receive(store, env(3, back), OTHER))[0] == AcceptResult.TAKEN_BACK
+        now[0] += 3601
+        assert await store.recheck_handed(3600) == 1
+        marks = {e.seq: (e.local, e.from_node) for e in await store.due()}
+        assert marks == {back: (True, OTHER), rechecked: (True, NEIGHBOUR), fresh: (True, 0)}
+        # a relayed report taken back keeps the hub it first came from
+        await receive(store, env(7, 1), NEIGHBOUR)
+        await store.hand_over([(7, 1)], OTHER)
+        await receive(store, env(7, 1), OTHER)
+        assert (await store.get(7, 1)).from_node == NEIGHBOUR  # type: ignore[union-attr]

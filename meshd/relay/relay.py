@@ -813,7 +813,8 @@ class Relay:
             if hop is None:
                 return 30.0
             alert = entry.priority >= Prio.ALERT
-            if entry.local and entry.attempts == 0 and entry.kind in batchable and not alert:
+            fresh_local = entry.local and entry.attempts == 0 and not entry.from_node  # never on the air yet
+            if fresh_local and entry.kind in batchable and not alert:
                 if entry.age_s < self.timing.batch_wait_s:
                     next_look = min(next_look, self.timing.batch_wait_s - entry.age_s)
                     continue
@@ -879,7 +880,9 @@ class Relay:
         seq = first.seq + 1
         while len(run) < self.config.batch_max:
             nxt = by_seq.get(seq)
-            if nxt is None or not nxt.local or nxt.attempts or nxt.kind not in {k.value for k in BATCHABLE}:
+            if nxt is None or not nxt.local or nxt.attempts or nxt.from_node:
+                break
+            if nxt.kind not in {k.value for k in BATCHABLE}:
                 break
             if nxt.n_items != 1 or nxt.priority >= Prio.ALERT:
                 break

@@ -267,9 +267,14 @@ class HubStore:
                 "SELECT handed_to, from_node FROM outbox WHERE origin = ? AND seq = ?", (env.origin, env.seq)
             ).fetchone()
             if held is not None and held[0] != 0:
+                # One of our own reports coming back records the hub it came from: it has been on the air under
+                # its id, so it must never be wrapped into a batch again (a batch takes its first report's id,
+                # and a hub still holding the single report would take the batch for a duplicate and answer
+                # for all of it); and split horizon keeps it from going straight back.
                 conn.execute(
-                    "UPDATE outbox SET handed_to = 0, attempts = 0, next_attempt = 0 WHERE origin = ? AND seq = ?",
-                    (env.origin, env.seq),
+                    "UPDATE outbox SET handed_to = 0, attempts = 0, next_attempt = 0,"
+                    " from_node = CASE WHEN local = 1 THEN ? ELSE from_node END WHERE origin = ? AND seq = ?",
+                    (from_node, env.origin, env.seq),
                 )
                 return AcceptResult.TAKEN_BACK, int(held[0])
             if held is not None:
@@ -451,8 +456,11 @@ class HubStore:
 
         def op(conn: sqlite3.Connection) -> int:
             before = conn.total_changes
+            # (`from_node` records where it went: it has been on the air, so it is never batched again; see
+            # `receive`)
             conn.execute(
-                "UPDATE outbox SET handed_to = 0, attempts = 0, next_attempt = 0"
+                "UPDATE outbox SET handed_to = 0, attempts = 0, next_attempt = 0,"
+                " from_node = CASE WHEN from_node = 0 THEN handed_to ELSE from_node END"
                 " WHERE local = 1 AND handed_to != 0 AND next_attempt <= ?",
                 (now - after_s,),
             )
