@@ -546,11 +546,16 @@ def classify(run: MeshdRun) -> tuple[dict[str, list[float]], dict[str, list[floa
         if record.portnum != PORTNUM:
             category = f"other (port {record.portnum})"
         else:
+            env: Envelope | None = None
+            kind: Kind | None = None
             try:
-                env = None if linkauth.is_link_frame(record.payload) else Envelope.from_bytes(record.payload)
-                kind = linkauth.frame_kind(record.payload)
+                if linkauth.is_link_frame(record.payload):
+                    kind = linkauth.frame_kind(record.payload)
+                else:
+                    env = Envelope.from_bytes(record.payload)
+                    kind = env.kind
             except MeshdError:
-                kind = None
+                pass
             if kind is None:
                 category = "undecodable"
             elif env is not None and env.kind in DATA_KINDS:

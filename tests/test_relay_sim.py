@@ -94,3 +94,14 @@ async def test_five_hubs_in_a_lossy_line_deliver_every_report_exactly_once(tmp_p
         ]
         assert notices
         assert sum(notices) > len(notices) / 2, f"{sum(notices)} of {len(notices)} custody notices compact"
+        # the uplink hub's notices said "delivered" too, and its neighbour took the news from them
+        delivered_frames = [
+            r.payload
+            for r in net.on_air
+            if r.portnum == 256
+            and linkauth.is_link_frame(r.payload)
+            and linkauth.decode_custody_notice(r.payload).delivered
+        ]
+        assert delivered_frames
+        assert hubs[3].relay is not None
+        assert hubs[3].relay.counters["custody_delivered_received"] > 0

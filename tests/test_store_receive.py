@@ -202,3 +202,11 @@ async def test_an_own_report_that_was_on_the_air_is_marked_so_it_is_never_batche
         await store.hand_over([(7, 1)], OTHER)
         await receive(store, env(7, 1), OTHER)
         assert (await store.get(7, 1)).from_node == NEIGHBOUR  # type: ignore[union-attr]
+
+
+async def test_all_delivered_needs_every_id(tmp_path: Path) -> None:
+    async with HubStore(tmp_path / "s.db") as store:
+        await store.mark_delivered([(7, 1), (7, 2)])
+        assert await store.all_delivered([(7, 1), (7, 2), (7, 1)])
+        assert not await store.all_delivered([(7, 1), (7, 3)])
+        assert await store.all_delivered([])

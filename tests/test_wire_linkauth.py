@@ -157,3 +157,10 @@ def test_a_plain_notice_cannot_be_turned_into_one_that_says_delivered():
     genuine = linkauth.decode_custody_notice(links(2).custody_notice(1, [42], delivered=True))
     links(1).verify_custody_notice(genuine)
     assert genuine.delivered
+
+
+def test_a_registry_key_that_makes_no_link_key_is_a_clear_error():
+    # y = 1 is the identity point: no Montgomery form, so the hub signs its notices to that camp instead
+    bad = Registry(bytes(32), bytes(32), {**REGISTRY.camps, 9: Camp(9, "bad", (1).to_bytes(32, "little"))})
+    with pytest.raises(SignatureError, match="cannot make a link key"):
+        linkauth.LinkKeys(1, KEYS[1], bad).key_for(9)

@@ -383,10 +383,7 @@ async def _summarise(scene: Scene, workdir: Path, registry: Registry) -> DemoRes
         if rec.from_node in handset_nums or rec.portnum != PRIVATE_PORT:
             continue
         result.airtime_s += rec.airtime_s
-        try:
-            kind = linkauth.frame_kind(rec.payload).value
-        except MeshdError:
-            kind = "other"
+        kind = kind_name or "other"
         result.airtime_by_kind[kind] = result.airtime_by_kind.get(kind, 0.0) + rec.airtime_s
     air_log.close()
     result.broadcasts_shown = sum(h.broadcasts_shown for h in scene.hubs.values())

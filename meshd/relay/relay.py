@@ -601,27 +601,23 @@ class Relay:
         pending = list(self._pending_answers.pop(node, {}))
         hops = self._ack_hops.pop(node, 0)
         camp = self._camp_of(node)
-        if camp is not None and camp in self.registry.camps and camp != self.camp_id and pending:
+        if camp is not None and pending and self._has_link_key(camp):
             # A compact notice under the key we share with that hub: ~16 bytes where a signed one is ~85. When
             # our uplink already has every report in those frames, it says so, and spares the Delivered notice
             # we would otherwise send that hub about them (a retry of a lost one is answered the same way).
             delivered = bool(ids) and self.uplink_up() and await self._delivered_soon(ids)
             sent_any = False
             for start in range(0, len(pending), linkauth.MAX_IDS):
-                answered = pending[start : start + linkauth.MAX_IDS]
-                try:
-                    frame = self.link_keys.custody_notice(camp, answered, delivered=delivered)
-                except MeshdError as exc:  # a registry key that cannot make a link key: sign instead
-                    log.warning("custody notice to camp %d: %s", camp, exc)
-                    break
+                frame = self.link_keys.custody_notice(
+                    camp, pending[start : start + linkauth.MAX_IDS], delivered=delivered
+                )
                 sent = await self._transmit(frame, to=node, hop_limit=hops, alert=True, wait_budget=True)
                 sent_any = sent_any or sent is not None
                 self.counters["custody_acks_sent"] += 1
-            else:
-                if delivered and sent_any:
-                    self.counters["custody_delivered_sent"] += 1
-                    await self.store.mark_notified(ids)
-                return
+            if delivered and sent_any:
+                self.counters["custody_delivered_sent"] += 1
+                await self.store.mark_notified(ids)
+            return
         # A hub whose camp we do not know yet (no signed frame of its own heard): a signed notice naming the
         # report ids, and the data frames it answers by the low bits of their packet ids (a few 3-byte numbers).
         answers = [packet_id & bodies.ANSWER_MASK for packet_id in pending[-MAX_ANSWERS:]]  # the most recent
@@ -629,6 +625,17 @@ class Relay:
             chunk, ids = self._fit_ids(Kind.CUSTODY, ids, answers)
             await self._transmit(chunk, to=node, hop_limit=hops, alert=True, wait_budget=True)
             self.counters["custody_acks_sent"] += 1
+
+    def _has_link_key(self, camp: int) -> bool:
+        """Can we make compact notices for `camp`? (Not for ourselves, a camp outside the registry, or a
+        registry key that makes no link key: those get a signed notice.)"""
+        try:
+            self.link_keys.key_for(camp)
+        except MeshdError as exc:
+            if camp in self.registry.camps and camp != self.camp_id:
+                log.warning("custody notice to camp %d: %s", camp, exc)
+            return False
+        return True
 
     def _camp_of(self, node: int) -> int | None:
         """The camp of a node number, as its own signed frames (or verified notices) told us."""
@@ -644,7 +651,7 @@ class Relay:
         for attempt in range(DELIVERED_CHECKS):
             if attempt:
                 await self.clock.sleep(self.timing.custody_ack_delay_s / (DELIVERED_CHECKS - 1))
-            if all([await self.store.is_delivered(origin, seq) for origin, seq in ids]):
+            if await self.store.all_delivered(ids):
                 return True
             if not self.uplink_up():
                 return False

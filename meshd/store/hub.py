@@ -599,6 +599,20 @@ class HubStore:
             lambda conn: conn.executemany("UPDATE delivered SET notified = 1 WHERE origin = ? AND seq = ?", ids)
         )
 
+    async def all_delivered(self, ids: list[tuple[int, int]]) -> bool:
+        """Does HQ have every one of these report ids? (One read, however many ids.)"""
+
+        def op(conn: sqlite3.Connection) -> bool:
+            for origin, seq in set(ids):
+                if (
+                    conn.execute("SELECT 1 FROM delivered WHERE origin = ? AND seq = ?", (origin, seq)).fetchone()
+                    is None
+                ):
+                    return False
+            return True
+
+        return await self.db.read(op)
+
     async def is_delivered(self, origin: int, seq: int) -> bool:
         return await self.db.read(
             lambda conn: (
