@@ -57,6 +57,11 @@ EXPEDITE_MAX = 4  # of them brought forward by one working handover
 BROADCAST_REPEAT_SPREAD_S = 10.0  # a hub repeats a new HQ broadcast within this many seconds
 DELIVERED_CHECKS = 5  # looks at the uplink's progress before a custody notice goes without "delivered"
 NOTICE_ROUNDS = 3  # times a Delivered id is repeated to outer neighbours until one is heard passing it on
+# A compact custody notice also names up to REPEAT_ANSWERS frames it answered in the last notices to the same
+# hub (each at most REPEAT_ANSWERS_TIMES times, within 3 custody timeouts): one notice in five is lost, and
+# its sender would otherwise send the whole data frame again. 4 bytes each; a data frame is 100-230 bytes.
+REPEAT_ANSWERS = 4
+REPEAT_ANSWERS_TIMES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,14 +147,16 @@ class Relay:
         self.airtime_used_s = 0.0
         self._wake = asyncio.Event()
         self._pending_acks: dict[int, set[tuple[int, int]]] = defaultdict(set)
-        # per neighbour, the packet ids our next custody notice answers, oldest first (a dict keeps the order)
-        self._pending_answers: dict[int, dict[int, None]] = defaultdict(dict)
+        # per neighbour, the packet ids our next custody notice answers (-> their report ids), oldest first
+        self._pending_answers: dict[int, dict[int, list[tuple[int, int]]]] = defaultdict(dict)
         # the sends of each carried envelope since we last took custody of it ourselves: (to whom, packet id).
         # Only a custody notice answering one of them hands the envelope over (see _hand_over).
         self._sends: dict[tuple[int, int], set[tuple[int, int]]] = defaultdict(set)
         # node number -> camp id, from signed frames heard from it: whose link key a custody notice to it uses
         self._node_camp: dict[int, int] = {}
         self._ack_hops: dict[int, int] = {}
+        # per neighbour, frames our compact notices answered lately: packet id -> (when, report ids, times named)
+        self._answered: dict[int, dict[int, tuple[float, list[tuple[int, int]], int]]] = defaultdict(dict)
         self._sent_at: dict[tuple[int, int], tuple[int, float]] = {}
         # the last send of each carried report that went direct (hop limit 0): to whom
         self._sent_direct: dict[tuple[int, int], int] = {}
@@ -580,7 +587,7 @@ class Relay:
         self._pending_acks[node].update(ids)
         answers = self._pending_answers[node]
         answers.pop(packet_id, None)
-        answers[packet_id] = None  # most recent last
+        answers[packet_id] = ids  # most recent last
         # answer over as many relay radios as the data crossed (its beacon may not have reached us)
         self._ack_hops[node] = max(self._ack_hops.get(node, 0), radio_hops, self.routes.radio_hops_to(node))
         if node not in self._ack_flush:
@@ -598,7 +605,8 @@ class Relay:
     async def _send_custody_ack(self, node: int) -> None:
         self._ack_flush.pop(node, None)
         ids = sorted(self._pending_acks.pop(node, set()))
-        pending = list(self._pending_answers.pop(node, {}))
+        frames = self._pending_answers.pop(node, {})
+        pending = list(frames)
         hops = self._ack_hops.pop(node, 0)
         camp = self._camp_of(node)
         if camp is not None and pending and self._has_link_key(camp):
@@ -606,6 +614,12 @@ class Relay:
             # our uplink already has every report in those frames, it says so, and spares the Delivered notice
             # we would otherwise send that hub about them (a retry of a lost one is answered the same way).
             delivered = bool(ids) and self.uplink_up() and await self._delivered_soon(ids)
+            pending = pending + await self._repeat_answers(node, pending, delivered=delivered)
+            now = self.clock.now()
+            answered = self._answered[node]
+            for packet_id in pending:
+                when, reports, times = answered.pop(packet_id, (now, frames.get(packet_id, []), 0))
+                answered[packet_id] = (when, reports, times + 1)  # most recently answered last
             sent_any = False
             for start in range(0, len(pending), linkauth.MAX_IDS):
                 frame = self.link_keys.custody_notice(
@@ -625,6 +639,29 @@ class Relay:
             chunk, ids = self._fit_ids(Kind.CUSTODY, ids, answers)
             await self._transmit(chunk, to=node, hop_limit=hops, alert=True, wait_budget=True)
             self.counters["custody_acks_sent"] += 1
+
+    async def _repeat_answers(self, node: int, pending: list[int], *, delivered: bool) -> list[int]:
+        """Frames of `node` our last notices answered, to name again (their notice may have been lost: then
+        this one spares a retransmission of the whole frame). A notice that says "delivered" names only frames
+        whose reports HQ has too."""
+        now = self.clock.now()
+        answered = self._answered[node]
+        window = 3 * self.timing.custody_timeout_s  # the sender retries after one timeout or more
+        for packet_id in [p for p, (when, _, _) in answered.items() if now - when > window]:
+            del answered[packet_id]
+        room = min(REPEAT_ANSWERS, linkauth.MAX_IDS - len(pending))
+        again = (
+            [p for p, (_, _, times) in answered.items() if p not in pending and times < REPEAT_ANSWERS_TIMES][-room:]
+            if room > 0
+            else []
+        )
+        if again and delivered:
+            reports = [key for p in again for key in answered[p][1]]
+            if not await self.store.all_delivered(reports):
+                return []
+        if again:
+            self.counters["custody_answers_repeated"] += len(again)
+        return again
 
     def _has_link_key(self, camp: int) -> bool:
         """Can we make compact notices for `camp`? (Not for ourselves, a camp outside the registry, or a
