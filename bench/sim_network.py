@@ -28,7 +28,8 @@ Measured:
   simulator: hub radios, and relay or hub radios repeating them), classified by what it carries: report
   data (first send per hub and envelope), data retransmissions, custody notices, beacons (STATUS), delivered
   notices; the boot-time beacon wave of the warm-up is reported apart. The run ends when HQ has every report
-  plus two notice intervals, so that the DELIVERED notices of the last reports are counted too.
+  and every origin hub knows it (the field team's "delivered" receipt; at most 6 notice intervals more), plus
+  two notice intervals, so that the DELIVERED notices of the last reports and their repeats are counted too.
 - ideal: each report's own signed envelope (single, not batched) sent once per radio hop on the shortest
   path (BFS over the link table; relay radios count as hops) from its camp to the nearest uplink hub; also
   "ideal (live uplink)": to the nearest uplink that was up when the report was originated.
@@ -38,7 +39,10 @@ Measured:
   every radio in its stock role (hub radios CLIENT: Meshtastic without meshd; virtual time): total airtime,
   and how many reached an uplink hub's radio.
 
-Ends with `RESULT delivered_ratio=... p50_s=... p95_s=... duplicates=... airtime_vs_ideal=... flooding_vs_ideal=...`.
+- field receipts: reports whose origin hub knows at the end that HQ has them (Delivered news back home).
+
+Ends with `RESULT delivered_ratio=... p50_s=... p95_s=... duplicates=... airtime_vs_ideal=... flooding_vs_ideal=...
+receipts=...`.
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ BOOT_S = 60.0  # hubs boot at random moments of the first minute (before the war
 DATA_KINDS = {Kind.NEEDS, Kind.ALERT, Kind.SEALED, Kind.BATCH}
 # [timing] of the hubs: the shipped defaults (meshd.config.TimingSection); `--timing NAME=S` overrides one
 TIMING = RelayTiming.from_config(TimingSection())
+RECEIPT_WAIT_INTERVALS = 6  # notice intervals to wait after HQ has everything for the receipts at the origins
 ALERTS = ("A CHOLERA 3", "A FIRE", "A CHILD", "A SECURITY", "A FLOOD 2", "A DIARRHOEA 5")
 SECTORS = ("W", "F", "S", "C", "M", "H")
 
@@ -326,6 +331,9 @@ class MeshdRun:
     per_hub: dict[int, Counter[str]] = field(default_factory=dict)  # camp -> its relay's counters
     origin_error: str = ""
     channel: dict[str, int] = field(default_factory=dict)  # the simulator's totals (whole run)
+    receipts: int = 0  # reports whose origin hub knows HQ has them, at the end
+    no_receipt: dict[str, list[int]] = field(default_factory=dict)  # id -> camps that know HQ has it
+    receipts_at_s: float = 0.0  # scenario s from the start when the last receipt came (or the wait ended)
 
 
 def provision(root: Path, camps: list[int]) -> tuple[Registry, Path]:
@@ -410,8 +418,15 @@ async def run_meshd(s: Scenario, net: Net, plan: list[Planned], root: Path, *, p
                     )
                 if done:
                     break
-            # let the DELIVERED notices of the last reports go out: they count too
+            # The field team's "delivered" receipt needs the news back at the origin hub: wait for it (a few
+            # notice intervals at most), then let the last notices and their repeats go out: they count too.
+            cap = clock.now() + RECEIPT_WAIT_INTERVALS * s.timing.notice_interval_s
+            while await receipts(originated, hubs) < len(originated) and clock.now() < cap:
+                await clock.sleep(5.0)
+            receipts_at = clock.now() - t0
             await clock.sleep(2 * s.timing.notice_interval_s + 20.0)
+            known_at_origin = await receipts(originated, hubs)
+            no_receipt = await news_stops(originated, hubs)
             t_end = sim.clock.now
             counters: Counter[str] = Counter()
             per_hub: dict[int, Counter[str]] = {}
@@ -449,7 +464,38 @@ async def run_meshd(s: Scenario, net: Net, plan: list[Planned], root: Path, *, p
         holders=holders,
         origin_error="; ".join(errors),
         channel=channel,
+        receipts=known_at_origin,
+        no_receipt=no_receipt,
+        receipts_at_s=receipts_at,
     )
+
+
+async def receipts(originated: list[Originated], hubs: dict[int, Hub]) -> int:
+    """Reports whose origin hub knows HQ has them (what its field desk tells the team as "delivered")."""
+    known = 0
+    for o in originated:
+        store = hubs[o.planned.camp].store
+        origin, _, seq = o.id.partition(":")
+        if store is not None and await store.is_delivered(int(origin), int(seq)):
+            known += 1
+    return known
+
+
+async def news_stops(originated: list[Originated], hubs: dict[int, Hub]) -> dict[str, list[int]]:
+    """For each report whose origin hub does not know HQ has it: the camps that do know (where the news
+    stopped on its way back)."""
+    out: dict[str, list[int]] = {}
+    for o in originated:
+        origin, _, seq = o.id.partition(":")
+        home = hubs[o.planned.camp].store
+        if home is None or await home.is_delivered(int(origin), int(seq)):
+            continue
+        out[o.id] = [
+            camp
+            for camp, hub in hubs.items()
+            if hub.store is not None and await hub.store.is_delivered(int(origin), int(seq))
+        ]
+    return out
 
 
 async def who_holds(ids: list[str], hubs: dict[int, Hub]) -> dict[str, list[int]]:
@@ -675,6 +721,11 @@ def main_report(s: Scenario, net: Net, run: MeshdRun, flood: FloodRun) -> None:
             ],
             ["rejected at HQ (signature)", str(run.hq.rejected)],
             [
+                "field receipts: origin hub knows HQ has the report, at the end (last one at scenario s)",
+                f"{run.receipts} / {len(run.originated)} ({run.receipts_at_s:.0f})"
+                + "".join(f"; {i} known at camps {camps}" for i, camps in run.no_receipt.items()),
+            ],
+            [
                 "undelivered at the end: still carried by a hub (late) / carried by none (custody lost)",
                 f"{sum(1 for h in run.holders.values() if h)} / {sum(1 for h in run.holders.values() if not h)}"
                 + (
@@ -747,7 +798,7 @@ def main_report(s: Scenario, net: Net, run: MeshdRun, flood: FloodRun) -> None:
         f"p95_s={percentile(latencies, 95):.0f} duplicates={duplicates} airtime_vs_ideal={total / ideal:.2f} "
         f"flooding_vs_ideal={flood.airtime_s / ideal:.2f} "
         f"duplicate_rows={sum(run.hq.publications.values()) - duplicates - len(run.hq.rows)} "
-        f"lost={sum(1 for h in run.holders.values() if not h)}"
+        f"lost={sum(1 for h in run.holders.values() if not h)} receipts={run.receipts / max(1, n):.3f}"
     )
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from meshd.cli.main import main
-from meshd.wire import linkauth
+from meshd.wire import bodies, linkauth
 from meshd.wire.envelope import MAX_ENVELOPE_LEN, Envelope
 
 NEEDS = {
@@ -255,6 +255,14 @@ def test_decode_of_a_compact_custody_notice_says_what_it_answers(world, run):
     }
     assert "tag: not checked" in result.stderr
     assert "cut short" in one_line_error(run("decode", frame[:6].hex(), cwd=world.root))
+
+
+def test_decode_of_a_compact_delivered_notice_says_which_reports_hq_has(world, run):
+    section = bodies.encode_delivered_ids([(7, 3), (7, 4)])
+    notice = linkauth.CustodyNotice(412, (), bytes(8), reports=((7, 3), (7, 4)), section=section)
+    result = run("decode", linkauth.encode_custody_notice(notice).hex(), cwd=world.root)
+    assert result.returncode == 0
+    assert json.loads(result.stdout) == {"frame": "delivered notice", "from_camp": 412, "hq_has": ["7:3", "7:4"]}
 
 
 def test_decode_of_a_tampered_envelope_fails_in_one_line(world, run):

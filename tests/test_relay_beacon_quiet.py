@@ -1,7 +1,11 @@
-"""A hub that keeps sending Delivered notices as far as its beacons go skips its periodic beacon: every
+"""A hub that keeps sending signed Delivered notices as far as its beacons go skips its periodic beacon: every
 neighbour's host receives those notices, which keep our route fresh there (`RouteTable.heard_from`). Three
 real hubs (SQLite stores, relays) in a line on the in-memory mesh; 103 has the uplink (and tells 102 of each
-delivery in its custody notice), 102 passes the news back to 101, which reports all along."""
+delivery in its custody notice), 102 passes the news back to 101, which reports all along.
+
+Hubs that share a link key send that news in short frames to the one hub it is for instead (which do not
+stand in for a beacon: tests/test_relay_news.py); the signed broadcast is what goes to a hub whose camp
+makes no link key, as here."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import dataclasses
 from collections import Counter
 
 from meshd.clock import Clock
+from meshd.relay.relay import Relay
 from meshd.wire.envelope import Kind
 from tests.support.fakemesh import FakeMesh
 from tests.support.hubs import FAST_TIMING, FakeUplink, make_hub, provision, running
@@ -19,7 +24,8 @@ SPEEDUP = 50.0
 BEACON_S = 60.0
 
 
-async def test_delivered_notices_stand_in_for_periodic_beacons(tmp_path) -> None:
+async def test_delivered_notices_stand_in_for_periodic_beacons(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(Relay, "_has_link_key", lambda self, camp: False)
     p = provision(tmp_path, [101, 102, 103])
     mesh = FakeMesh(seed=2)
     mesh.link(101, 102)

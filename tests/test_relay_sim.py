@@ -79,6 +79,20 @@ async def test_five_hubs_in_a_lossy_line_deliver_every_report_exactly_once(tmp_p
                     await wait_for(lambda: _empty(origin), limit_s=60)
                 except AssertionError:
                     raise AssertionError(f"origin still carries reports; {await _diagnose(hubs)}") from None
+
+                # ...and the news that HQ has them came back to it hop by hop (its field desk's receipt)
+                async def origin_knows_all() -> bool:
+                    return all([await origin.is_delivered(*map(int, i.split(":"))) for i in sent])
+
+                try:
+                    await wait_for(origin_knows_all, limit_s=60)
+                except AssertionError:
+                    where = {}
+                    for i in sent:
+                        key = tuple(map(int, i.split(":")))
+                        if not await origin.is_delivered(*key):
+                            where[i] = [c for c, h in zip(camps, hubs, strict=True) if await h.store.is_delivered(*key)]
+                    raise AssertionError(f"origin has no news of {where} (id: camps that know)") from None
             finally:
                 up.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -105,3 +119,14 @@ async def test_five_hubs_in_a_lossy_line_deliver_every_report_exactly_once(tmp_p
         assert delivered_frames
         assert hubs[3].relay is not None
         assert hubs[3].relay.counters["custody_delivered_received"] > 0
+        # the rest of the way back, the news went in short link frames (custody notices or notices of its own)
+        news_frames = [
+            r.payload
+            for r in net.on_air
+            if r.portnum == 256
+            and linkauth.is_link_frame(r.payload)
+            and linkauth.decode_custody_notice(r.payload).reports
+        ]
+        assert news_frames
+        assert hubs[0].relay is not None
+        assert hubs[0].relay.counters["news_received"] > 0

@@ -210,3 +210,19 @@ async def test_all_delivered_needs_every_id(tmp_path: Path) -> None:
         assert await store.all_delivered([(7, 1), (7, 2), (7, 1)])
         assert not await store.all_delivered([(7, 1), (7, 3)])
         assert await store.all_delivered([])
+
+
+async def test_news_is_for_the_hub_each_report_came_from(tmp_path: Path) -> None:
+    """Delivered news goes back to the node a report came from, under the two hubs' link key; news whose
+    neighbour we cannot name (our own report sent without a custody notice back) is for every neighbour (0)."""
+    async with HubStore(tmp_path / "s.db") as store:
+        await receive(store, env(7, 1), NEIGHBOUR)
+        await receive(store, env(8, 1), OTHER)
+        seq = (await store.originate(3, lambda seq: env(3, seq), priority=20)).seq
+        await store.mark_attempt([(3, seq)], lambda _: 999.0)
+        await store.mark_delivered([(7, 1), (8, 1), (3, seq)])
+        assert await store.take_news() == {NEIGHBOUR: [(7, 1)], OTHER: [(8, 1)], 0: [(3, seq)]}
+        assert await store.take_news() == {}
+        # a hub sends (8, 1) again after HQ has it (it missed the news): the news is for that hub now
+        assert (await receive(store, env(8, 1), NEIGHBOUR))[0] == AcceptResult.DELIVERED
+        assert await store.take_news() == {NEIGHBOUR: [(8, 1)]}

@@ -108,7 +108,7 @@ def test_notices_that_cannot_be_encoded_say_why(ids):
         (b"\x00\x01\x00" + bytes(12), "out of range"),
         (b"\x00\x01\x01" + bytes(11), "cut short"),
         (b"\x00\x01\x01" + bytes(13), "cut short"),
-        (b"\x00\x01\x01" + bytes(4 * 17 + 8), "more than"),
+        (b"\x00\x01\x01" + bytes(4 * 17 + 8), "17 frames"),
     ],
 )
 def test_malformed_frames_get_a_clear_error(frame, message):
@@ -164,3 +164,101 @@ def test_a_registry_key_that_makes_no_link_key_is_a_clear_error():
     bad = Registry(bytes(32), bytes(32), {**REGISTRY.camps, 9: Camp(9, "bad", (1).to_bytes(32, "little"))})
     with pytest.raises(SignatureError, match="cannot make a link key"):
         linkauth.LinkKeys(1, KEYS[1], bad).key_for(9)
+
+
+# ---------------------------------------------------------------- Delivered news in link frames
+
+REPORTS = [(7, 100), (7, 101), (7, 105), (12, 3)]
+
+
+def test_a_delivered_notice_names_reports_and_verifies_only_at_its_hub():
+    frame = links(2).delivered_notice(1, REPORTS)
+    notice = linkauth.decode_custody_notice(frame)
+    assert frame[1] == linkauth.TYPE_DELIVERED
+    assert notice.camp == 2
+    assert notice.packet_ids == ()
+    assert notice.reports == tuple(REPORTS)
+    links(1).verify_custody_notice(notice)
+    with pytest.raises(SignatureError):
+        links(3).verify_custody_notice(notice)
+    assert linkauth.frame_kind(frame) is Kind.DELIVERED
+    assert len(frame) < 30  # a signed Delivered notice with these ids is about 90 bytes
+
+
+@pytest.mark.parametrize("delivered", [False, True])
+def test_a_custody_notice_can_carry_delivered_news(delivered):
+    frame = links(2).custody_notice(1, [0xDEADBEEF, 9], delivered=delivered, reports=REPORTS)
+    assert frame[1] == (0x07 if delivered else 0x05)
+    notice = linkauth.decode_custody_notice(frame)
+    assert notice.packet_ids == (0xDEADBEEF, 9)
+    assert notice.delivered is delivered
+    assert notice.reports == tuple(REPORTS)
+    links(1).verify_custody_notice(notice)
+    assert linkauth.frame_kind(frame) is Kind.CUSTODY
+
+
+@pytest.mark.parametrize("position", range(30))
+def test_any_changed_byte_of_a_frame_with_news_is_refused(position):
+    frame = bytearray(links(2).custody_notice(1, [0x01020304], reports=REPORTS))
+    if position >= len(frame):
+        return
+    frame[position] ^= 0x40
+    with pytest.raises((SignatureError, DecodeError, UnknownOriginError)):
+        links(1).verify_custody_notice(linkauth.decode_custody_notice(bytes(frame)))
+
+
+def test_news_cannot_be_cut_off_a_custody_notice_or_added_to_one():
+    with_news = linkauth.decode_custody_notice(links(2).custody_notice(1, [42], reports=REPORTS))
+    stripped = linkauth.CustodyNotice(2, (42,), with_news.tag)
+    with pytest.raises(SignatureError):
+        links(1).verify_custody_notice(stripped)
+    plain = linkauth.decode_custody_notice(links(2).custody_notice(1, [42]))
+    other = linkauth.decode_custody_notice(links(2).delivered_notice(1, REPORTS))
+    grafted = linkauth.CustodyNotice(2, (42,), plain.tag, False, other.reports, other.section)
+    with pytest.raises(SignatureError):
+        links(1).verify_custody_notice(grafted)
+
+
+@pytest.mark.parametrize("reports", [[], [(1, n) for n in range(linkauth.MAX_REPORTS + 1)], [(-1, 1)], [(1, 2**32)]])
+def test_delivered_notices_that_cannot_be_encoded_say_why(reports):
+    with pytest.raises(EncodeError):
+        links(1).delivered_notice(2, reports)
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (b"\x00\x04\x01" + bytes(8), "0 reports"),  # no report section
+        (b"\x00\x05\x01", "tag is cut short"),
+        (b"\x00\x05\x01" + bytes(8), "frame count"),
+        (b"\x00\x05\x01\x02" + bytes(4) + bytes(8), "frame ids are cut short"),
+        (b"\x00\x05\x01\x00" + bytes(8), "0 frames"),
+        (b"\x00\x04\x01\xff\xff" + bytes(8), "delivered"),  # a section that is not protobuf
+    ],
+)
+def test_malformed_frames_with_news_get_a_clear_error(frame, message):
+    with pytest.raises(DecodeError, match=message):
+        linkauth.decode_custody_notice(frame)
+
+
+@settings(max_examples=300)
+@given(
+    packet_ids=st.lists(st.integers(0, 2**32 - 1), max_size=linkauth.MAX_IDS),
+    reports=st.lists(
+        st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)), max_size=linkauth.MAX_REPORTS, unique=True
+    ),
+    delivered=st.booleans(),
+)
+def test_frames_round_trip(packet_ids, reports, delivered):
+    if packet_ids:
+        frame = links(2).custody_notice(1, packet_ids, delivered=delivered, reports=reports)
+    elif reports:
+        frame = links(2).delivered_notice(1, reports)
+    else:
+        return
+    notice = linkauth.decode_custody_notice(frame)
+    links(1).verify_custody_notice(notice)
+    assert notice.packet_ids == tuple(packet_ids)
+    assert notice.delivered is (delivered and bool(packet_ids))
+    assert sorted(notice.reports) == sorted(reports)
+    assert linkauth.encode_custody_notice(notice) == frame

@@ -93,15 +93,18 @@ def parse_envelope_text(text: str) -> Envelope:
 
 
 def print_link_frame(raw: bytes) -> int:
-    """A compact custody notice (what hubs answer each other with): what it says. Its tag is under the key of
-    the two hubs it is between, so no one else can check it."""
+    """A compact custody notice or Delivered notice (what hubs tell each other): what it says. Its tag is under
+    the key of the two hubs it is between, so no one else can check it."""
     notice = linkauth.decode_custody_notice(raw)
-    out = {
-        "frame": "custody notice",
+    out: dict[str, object] = {
+        "frame": "custody notice" if notice.packet_ids else "delivered notice",
         "from_camp": notice.camp,
-        "answers": [f"{packet_id:08x}" for packet_id in notice.packet_ids],
-        "delivered": notice.delivered,
     }
+    if notice.packet_ids:
+        out["answers"] = [f"{packet_id:08x}" for packet_id in notice.packet_ids]
+        out["delivered"] = notice.delivered
+    if notice.reports:
+        out["hq_has"] = [f"{origin}:{seq}" for origin, seq in notice.reports]
     print(json.dumps(out))
     print("tag: not checked (only the hub it is for can: a key shared by the two hubs)", file=sys.stderr)
     return 0

@@ -1,12 +1,14 @@
 """The hub's relay: verify, dedup, store, and move reports hop by hop toward a live uplink.
 
 Hop-by-hop custody (like DTN custody transfer): a hub sends an envelope to the neighbour closest to an
-uplink as a one-hop direct packet; the neighbour stores it durably, then answers with a signed CUSTODY
-notice listing the report ids it now holds; only then does the sender drop its copy. A lost data frame
-or a lost notice makes the sender retry after a timeout (backing off), and the receiver answers a
-duplicate with another notice, so each report crosses each link about once and is never dropped while
-nobody holds it. Uplink hubs publish to MQTT; a PUBACK is custody at HQ, after which the uplink hub floods
-a compact DELIVERED notice so origin hubs can tell field teams "delivered".
+uplink as a one-hop direct packet; the neighbour stores it durably, then answers with a custody notice
+naming the frames it answers (a short frame under the two hubs' link key, meshd.wire.linkauth; signed
+while it does not know the sender's camp); only then does the sender drop its copy. A lost data frame or
+a lost notice makes the sender retry after a timeout (backing off), and the receiver answers a duplicate
+with another notice, so each report crosses each link about once and is never dropped while nobody holds
+it. Uplink hubs publish to MQTT; a PUBACK is custody at HQ, after which the news that HQ has the reports
+goes back along each report's path (in custody notices, or short Delivered notices, to the hub each report
+came from) so origin hubs can tell field teams "delivered".
 """
 
 from __future__ import annotations
@@ -62,6 +64,32 @@ NOTICE_ROUNDS = 3  # times a Delivered id is repeated to outer neighbours until 
 # its sender would otherwise send the whole data frame again. 4 bytes each; a data frame is 100-230 bytes.
 REPEAT_ANSWERS = 4
 REPEAT_ANSWERS_TIMES = 2
+# Delivered news for a neighbour rides in the custody notices we send it; news no custody notice took within
+# NEWS_WAIT_S (scenario s) goes in a short notice of its own. Either is answered like a data frame.
+NEWS_WAIT_S = 60.0
+# A notice of news goes again until answered (backing off from NEWS_WAIT_S): both it and the answer must
+# arrive (0.64 at 20 % loss), so three rounds missed one hop in twenty (bench receipts 142/153); six miss one
+# in 450, over about an hour.
+NEWS_ROUNDS = 6
+
+
+@dataclass(slots=True)
+class _Answer:
+    """A data frame a compact custody notice of ours answered (named again in the next few, see REPEAT_*)."""
+
+    when: float
+    reports: list[tuple[int, int]]
+    times: int = 0  # notices that named it
+    delivered: bool = False  # one of them said HQ has its reports
+
+
+@dataclass(slots=True)
+class _News:
+    """Delivered news for one report id, on its way back to the neighbour we got the report from."""
+
+    since: float  # when we took it up
+    sends: int = 0  # notices of its own that named it (unanswered so far)
+    sent_at: float = -math.inf  # the last frame that named it (a notice of its own, or a custody notice)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +184,7 @@ class Relay:
         self._node_camp: dict[int, int] = {}
         self._ack_hops: dict[int, int] = {}
         # per neighbour, frames our compact notices answered lately: packet id -> (when, report ids, times named)
-        self._answered: dict[int, dict[int, tuple[float, list[tuple[int, int]], int]]] = defaultdict(dict)
+        self._answered: dict[int, dict[int, _Answer]] = defaultdict(dict)
         self._sent_at: dict[tuple[int, int], tuple[int, float]] = {}
         # the last send of each carried report that went direct (hop limit 0): to whom
         self._sent_direct: dict[tuple[int, int], int] = {}
@@ -168,6 +196,9 @@ class Relay:
         # (the report may be coming back to us, which only the store write will tell)
         self._receiving: set[tuple[int, int]] = set()
         self._notice_rounds: dict[tuple[int, int], int] = {}
+        # Delivered news per neighbour to tell under our link key, and our notices of news awaiting an answer
+        self._news: dict[int, dict[tuple[int, int], _News]] = defaultdict(dict)
+        self._news_sends: dict[tuple[int, int], list[tuple[int, int]]] = {}  # (node, packet id) -> report ids
         self._upstream: dict[int, tuple[int, float]] = {}  # node that handed us reports -> (radio hops, when)
         self._ack_flush: dict[int, asyncio.TimerHandle] = {}
         self._highest: dict[int, int] = {}
@@ -448,9 +479,22 @@ class Relay:
             log.warning("dropped custody notice from !%08x: its tag does not verify", packet.from_node)
             return
         self._node_camp[packet.from_node] = notice.camp
+        if notice.reports:
+            # HQ has reports we handed that hub: on disk before we answer; the store queues them for the hub we
+            # got them from in turn
+            self.counters["delivered_learnt"] += await self.store.mark_delivered(list(notice.reports), published=False)
+            self.counters["news_received"] += 1
+            # answered like a data frame (the sender names it again until it hears we have it)
+            self._queue_custody_ack(packet.from_node, [], packet.hops_away, packet.packet_id)
+        if not notice.packet_ids:
+            return
         answered = {(packet.from_node, packet_id) for packet_id in notice.packet_ids}
+        news_answered = [send for send in answered if send in self._news_sends]
+        for send in news_answered:
+            for key in self._news_sends.pop(send):
+                self._news[packet.from_node].pop(key, None)
         keys = [key for key, sends in self._sends.items() if sends & answered]
-        if not keys:
+        if not keys and not news_answered:
             # It answers no send we still wait for: a repeat of a notice already used, or a send from before we
             # last took custody of the report ourselves (voided: it may have come back round a loop since).
             self.counters["custody_stale"] += 1
@@ -613,24 +657,33 @@ class Relay:
             # A compact notice under the key we share with that hub: ~16 bytes where a signed one is ~85. When
             # our uplink already has every report in those frames, it says so, and spares the Delivered notice
             # we would otherwise send that hub about them (a retry of a lost one is answered the same way).
-            delivered = bool(ids) and self.uplink_up() and await self._delivered_soon(ids)
+            delivered = bool(ids) and await self._delivered_soon(ids)
             pending = pending + await self._repeat_answers(node, pending, delivered=delivered)
+            news = self._news_to_carry(node)
             now = self.clock.now()
             answered = self._answered[node]
             for packet_id in pending:
-                when, reports, times = answered.pop(packet_id, (now, frames.get(packet_id, []), 0))
-                answered[packet_id] = (when, reports, times + 1)  # most recently answered last
+                answer = answered.pop(packet_id, None) or _Answer(now, frames.get(packet_id, []))
+                answer.times += 1
+                answer.delivered = answer.delivered or delivered
+                answered[packet_id] = answer  # most recently answered last
             sent_any = False
             for start in range(0, len(pending), linkauth.MAX_IDS):
                 frame = self.link_keys.custody_notice(
-                    camp, pending[start : start + linkauth.MAX_IDS], delivered=delivered
+                    camp, pending[start : start + linkauth.MAX_IDS], delivered=delivered, reports=news
                 )
                 sent = await self._transmit(frame, to=node, hop_limit=hops, alert=True, wait_budget=True)
                 sent_any = sent_any or sent is not None
                 self.counters["custody_acks_sent"] += 1
+                if sent is not None and news:
+                    self._news_sent(node, news, sent, own_notice=False)
+                    self.counters["news_in_custody_notices"] += 1
+                    news = []
             if delivered and sent_any:
                 self.counters["custody_delivered_sent"] += 1
                 await self.store.mark_notified(ids)
+                for key in ids:  # news for them we had taken up already: told
+                    self._news.get(node, {}).pop(key, None)
             return
         # A hub whose camp we do not know yet (no signed frame of its own heard): a signed notice naming the
         # report ids, and the data frames it answers by the low bits of their packet ids (a few 3-byte numbers).
@@ -643,20 +696,25 @@ class Relay:
     async def _repeat_answers(self, node: int, pending: list[int], *, delivered: bool) -> list[int]:
         """Frames of `node` our last notices answered, to name again (their notice may have been lost: then
         this one spares a retransmission of the whole frame). A notice that says "delivered" names only frames
-        whose reports HQ has too."""
+        whose reports HQ has too; a notice that does not never names a frame an earlier one said "delivered" of
+        (the sender would take it over without the news, which we no longer send it)."""
         now = self.clock.now()
         answered = self._answered[node]
         window = 3 * self.timing.custody_timeout_s  # the sender retries after one timeout or more
-        for packet_id in [p for p, (when, _, _) in answered.items() if now - when > window]:
+        for packet_id in [p for p, answer in answered.items() if now - answer.when > window]:
             del answered[packet_id]
         room = min(REPEAT_ANSWERS, linkauth.MAX_IDS - len(pending))
         again = (
-            [p for p, (_, _, times) in answered.items() if p not in pending and times < REPEAT_ANSWERS_TIMES][-room:]
+            [
+                p
+                for p, answer in answered.items()
+                if p not in pending and answer.times < REPEAT_ANSWERS_TIMES and (delivered or not answer.delivered)
+            ][-room:]
             if room > 0
             else []
         )
         if again and delivered:
-            reports = [key for p in again for key in answered[p][1]]
+            reports = [key for p in again for key in answered[p].reports]
             if not await self.store.all_delivered(reports):
                 return []
         if again:
@@ -682,9 +740,24 @@ class Relay:
             camp = neighbour.camp if neighbour is not None else None
         return camp
 
+    def _news_to_carry(self, node: int) -> list[tuple[int, int]]:
+        """Delivered news for `node` that a custody notice to it carries too (a few bytes: all of it)."""
+        return list(self._news.get(node, {}))[: linkauth.MAX_REPORTS]
+
+    def _news_sent(self, node: int, keys: list[tuple[int, int]], packet_id: int, *, own_notice: bool) -> None:
+        """A frame of ours named this news; `node` answers it like a data frame (see _on_link_frame)."""
+        self._news_sends[(node, packet_id)] = keys
+        now = self.clock.now()
+        pending = self._news.get(node, {})
+        for key in keys:
+            if (news := pending.get(key)) is not None:
+                news.sent_at = now
+                news.sends += 1 if own_notice else 0  # (riding in a custody notice costs next to nothing)
+
     async def _delivered_soon(self, ids: list[tuple[int, int]]) -> bool:
-        """Does our uplink have all of these now, or within another `custody_ack_delay_s`? (A report that
-        came in just before the notice is usually still being published; the sender waits far longer.)"""
+        """Does HQ have all of these (we know it already, or our uplink has them now or within another
+        `custody_ack_delay_s`)? A report that came in just before the notice is usually still being published;
+        the sender waits far longer."""
         for attempt in range(DELIVERED_CHECKS):
             if attempt:
                 await self.clock.sleep(self.timing.custody_ack_delay_s / (DELIVERED_CHECKS - 1))
@@ -708,31 +781,86 @@ class Relay:
             count = max(1, count * MAX_ENVELOPE_LEN // len(raw) - 1)
 
     async def _notice_loop(self) -> None:
-        # Notices are broadcasts gathered over `notice_interval_s` (one frame carries ~100 ids). Like the
-        # firmware's implicit ACK, hearing an outer neighbour pass the ids on confirms they arrived; ids not
-        # confirmed are repeated for up to NOTICE_ROUNDS rounds (an edge hub never passes them on, so the
-        # repeats end there), so a 20 % lossy link misses a notice with probability 0.2 ** NOTICE_ROUNDS.
+        # Every `notice_interval_s`: Delivered news for a neighbour we know goes back to it under our link key,
+        # in the custody notices we send it anyway if one is due within NEWS_WAIT_S, else in a short notice of
+        # its own (looked at every NEWS_WAIT_S: retries need not wait a whole interval); news for hubs we
+        # cannot name goes in a signed broadcast (see _broadcast_notices).
+        wait = min(NEWS_WAIT_S, self.timing.notice_interval_s / 2)
+        ticks_per_interval = max(1, round(self.timing.notice_interval_s / wait))
+        tick = 0
         while True:
-            await self.clock.sleep(self.timing.notice_interval_s)
-            fresh = await self.store.take_unnotified(limit=400)
-            if not self._outer_neighbours():
-                self._notice_rounds.clear()
+            await self.clock.sleep(wait)
+            tick += 1
+            if tick % ticks_per_interval == 0:
+                news = await self.store.take_news(limit=400)
+                broadcast = news.pop(0, [])
+                now = self.clock.now()
+                for node, keys in news.items():
+                    camp = self._camp_of(node)
+                    if camp is None or not self._has_link_key(camp):
+                        broadcast.extend(keys)
+                        continue
+                    for key in keys:
+                        self._news[node].setdefault(key, _News(since=now))
+                await self._broadcast_notices(sorted(broadcast))
+            await self._send_news(wait)
+
+    async def _send_news(self, wait: float) -> None:
+        """A short Delivered notice to each neighbour with news that no frame of ours named within `wait`. Like
+        the custody notices that carry news, it is answered like a data frame, and the news goes again until
+        answered (after `wait`, then twice as long each time, NEWS_ROUNDS notices of its own at most)."""
+        now = self.clock.now()
+        for node in list(self._news):
+            pending = self._news[node]
+            for key, news in list(pending.items()):
+                if news.sends >= NEWS_ROUNDS:
+                    self.counters["news_given_up"] += 1
+                    del pending[key]
+            camp = self._camp_of(node)
+            if not pending or camp is None:
+                del self._news[node]
                 continue
-            for key in fresh:
-                self._notice_rounds[key] = NOTICE_ROUNDS
-            ids = sorted(self._notice_rounds)[:400]
-            for key in ids:
-                self._notice_rounds[key] -= 1
-                if self._notice_rounds[key] <= 0:
-                    del self._notice_rounds[key]
-            # only as far as the farthest outer neighbour; nobody outside needs to hear it
-            hops = max(self._outer_neighbours(), default=self.config.neighbour_radio_hops)
-            while ids:
-                chunk, ids = self._fit_ids(Kind.DELIVERED, ids)
-                sent = await self._transmit(chunk, to=BROADCAST, hop_limit=hops, alert=False, wait_budget=True)
+            keys = [
+                key
+                for key, news in pending.items()
+                if now - news.since >= wait and now - news.sent_at >= wait * 2 ** max(0, news.sends - 1)
+            ]
+            hops = max(self.routes.radio_hops_to(node), self._upstream.get(node, (0, 0.0))[0])
+            for start in range(0, len(keys), linkauth.MAX_REPORTS):
+                chunk = keys[start : start + linkauth.MAX_REPORTS]
+                frame = self.link_keys.delivered_notice(camp, chunk)
+                sent = await self._transmit(frame, to=node, hop_limit=hops, alert=False, wait_budget=True)
                 self.counters["delivered_notices_sent"] += 1
-                if sent is not None and hops >= self.config.neighbour_radio_hops:
-                    self._last_heard_broadcast = self.clock.now()
+                if sent is not None:
+                    self._news_sent(node, chunk, sent, own_notice=True)
+        # frames whose news is done (answered by another, or given up on) need no answer
+        for send, keys in list(self._news_sends.items()):
+            if not any(key in self._news.get(send[0], {}) for key in keys):
+                del self._news_sends[send]
+
+    async def _broadcast_notices(self, fresh: list[tuple[int, int]]) -> None:
+        # Signed broadcasts gathered over `notice_interval_s` (one frame carries ~100 ids). Like the firmware's
+        # implicit ACK, hearing an outer neighbour pass the ids on confirms they arrived; ids not confirmed are
+        # repeated for up to NOTICE_ROUNDS rounds (an edge hub never passes them on, so the repeats end there),
+        # so a 20 % lossy link misses a notice with probability 0.2 ** NOTICE_ROUNDS.
+        if not self._outer_neighbours():
+            self._notice_rounds.clear()
+            return
+        for key in fresh:
+            self._notice_rounds[key] = NOTICE_ROUNDS
+        ids = sorted(self._notice_rounds)[:400]
+        for key in ids:
+            self._notice_rounds[key] -= 1
+            if self._notice_rounds[key] <= 0:
+                del self._notice_rounds[key]
+        # only as far as the farthest outer neighbour; nobody outside needs to hear it
+        hops = max(self._outer_neighbours(), default=self.config.neighbour_radio_hops)
+        while ids:
+            chunk, ids = self._fit_ids(Kind.DELIVERED, ids)
+            sent = await self._transmit(chunk, to=BROADCAST, hop_limit=hops, alert=False, wait_budget=True)
+            self.counters["delivered_notices_sent"] += 1
+            if sent is not None and hops >= self.config.neighbour_radio_hops:
+                self._last_heard_broadcast = self.clock.now()
 
     # ------------------------------------------------------------------ beacons
 

@@ -287,8 +287,8 @@ class HubStore:
             ).fetchone()[0]
             if delivered == n_items:
                 conn.execute(
-                    "UPDATE delivered SET notified = 0 WHERE origin = ? AND seq BETWEEN ? AND ?",
-                    (env.origin, env.seq, env.seq + n_items - 1),
+                    "UPDATE delivered SET notified = 0, tell_node = ? WHERE origin = ? AND seq BETWEEN ? AND ?",
+                    (from_node, env.origin, env.seq, env.seq + n_items - 1),
                 )
                 return AcceptResult.DELIVERED, 0
             # seen before but neither held nor delivered: handed on and then handed back to us by a hub whose
@@ -555,11 +555,15 @@ class HubStore:
             # Got from another hub: the news goes back to it. Our own reports only if we sent one by radio and
             # no custody notice came (the neighbour may carry it): a hub that took custody is nearer the uplink
             # and hears of the delivery from its own side, and our other neighbours never carried it.
-            tell = {key for key, row in covering.items() if notify and (row[2] != 0 or (row[3] == 0 and row[4] > 0))}
+            tell = {
+                key: int(row[2])  # the news goes back to the hub we got it from (0: we do not know which)
+                for key, row in covering.items()
+                if notify and (row[2] != 0 or (row[3] == 0 and row[4] > 0))
+            }
             before = conn.total_changes
             conn.executemany(
-                "INSERT OR IGNORE INTO delivered (origin, seq, notified) VALUES (?, ?, ?)",
-                [(o, s, 0 if (o, s) in tell else 1) for o, s in ids],
+                "INSERT OR IGNORE INTO delivered (origin, seq, notified, tell_node) VALUES (?, ?, ?, ?)",
+                [(o, s, 0 if (o, s) in tell else 1, tell.get((o, s), 0)) for o, s in ids],
             )
             new = conn.total_changes - before
             conn.executemany("INSERT OR IGNORE INTO seen (origin, seq) VALUES (?, ?)", ids)
@@ -583,13 +587,23 @@ class HubStore:
 
     async def take_unnotified(self, limit: int = 64) -> list[tuple[int, int]]:
         """Delivered ids the mesh has not been told about yet; marks them notified."""
+        news = await self.take_news(limit)
+        return sorted(key for keys in news.values() for key in keys)
 
-        def op(conn: sqlite3.Connection) -> list[tuple[int, int]]:
+    async def take_news(self, limit: int = 64) -> dict[int, list[tuple[int, int]]]:
+        """Delivered ids the mesh has not been told about yet, by the node to tell (0: unknown, tell every
+        neighbour); marks them notified."""
+
+        def op(conn: sqlite3.Connection) -> dict[int, list[tuple[int, int]]]:
             rows = conn.execute(
-                "SELECT origin, seq FROM delivered WHERE notified = 0 ORDER BY origin, seq LIMIT ?", (limit,)
+                "SELECT origin, seq, tell_node FROM delivered WHERE notified = 0 ORDER BY origin, seq LIMIT ?",
+                (limit,),
             ).fetchall()
-            conn.executemany("UPDATE delivered SET notified = 1 WHERE origin = ? AND seq = ?", rows)
-            return [(int(o), int(s)) for o, s in rows]
+            conn.executemany("UPDATE delivered SET notified = 1 WHERE origin = ? AND seq = ?", [r[:2] for r in rows])
+            news: dict[int, list[tuple[int, int]]] = {}
+            for origin, seq, node in rows:
+                news.setdefault(int(node), []).append((int(origin), int(seq)))
+            return news
 
         return await self.db.write(op)
 

@@ -82,6 +82,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE outbox ADD COLUMN uplink_bodies TEXT;
     """,
+    # 5: the neighbour each delivered id's news goes back to (the node we got the report from), so it travels
+    # in a short frame under the link key shared with that hub. 0: unknown (rows from before, and our own
+    # reports sent without a custody notice back): the signed broadcast Delivered notice, as before.
+    """
+    ALTER TABLE delivered ADD COLUMN tell_node INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -13,13 +13,21 @@ of old frames (the tag covers all 32 bits of each), which the hub no longer wait
 
 Frame (on the meshd port, beside envelopes):
     0x00          marker: field number 0 is invalid protobuf, so no envelope starts with this byte
-    0x01          type: custody notice, version 1 (0x03: and HQ has every report in those frames)
-    varint        camp id of the hub that took custody (the sender)
+    type          bit 0x01: custody for data frames, named by packet id; bit 0x02: and HQ has every report
+                  in those frames; bit 0x04: a report-id section follows (Delivered news for the receiver).
+                  0x01 and 0x03 are the original custody notices; 0x04 is a Delivered notice alone; 0x05 and
+                  0x07 are custody notices that carry Delivered news too.
+    varint        camp id of the hub that sends it
+    [1 byte n]    number of packet ids, present when the type has both 0x01 and 0x04
     n x 4 bytes   packet ids (little-endian, all 32 bits) of the data frames it answers, n = 1..MAX_IDS
-    8 bytes       tag: HMAC-SHA256(link key, context || type || sender || receiver || ids), truncated
+                  (without a report-id section, n is what the length leaves before the tag)
+    [section]     report ids HQ has, as in a signed Delivered body (per origin, seq deltas; bodies.Delivered)
+    8 bytes       tag: HMAC-SHA256(link key, context || type || sender || receiver || ids || section), truncated
 
 An uplink hub whose uplink already has the reports when it answers (type 0x03) saves the Delivered notice
-that would otherwise follow for them: the sender learns both at once.
+that would otherwise follow for them: the sender learns both at once. Delivered news for reports a hub got
+from a neighbour goes back to that neighbour under their link key: in the next custody notice to it if one
+is due (a few bytes), else in a notice of its own (type 0x04), which the neighbour answers like a data frame.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -36,14 +44,19 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from meshd.errors import DecodeError, EncodeError, SignatureError, UnknownOriginError
+from meshd.wire import bodies
 from meshd.wire.envelope import Envelope, Kind
 from meshd.wire.registry import Registry
 
 MARKER = 0x00
 TYPE_CUSTODY = 0x01
 TYPE_CUSTODY_DELIVERED = 0x03
+TYPE_DELIVERED = 0x04
+_CUSTODY_BIT, _HQ_BIT, _REPORTS_BIT = 0x01, 0x02, 0x04
+_TYPES = frozenset({0x01, 0x03, 0x04, 0x05, 0x07})
 TAG_LEN = 8
 MAX_IDS = 16
+MAX_REPORTS = 48  # report ids in one frame: with the seq deltas of a few origins, well under 100 bytes
 UINT32_MAX = 0xFFFFFFFF
 _P = 2**255 - 19  # the field of Curve25519 / edwards25519
 _CONTEXT = b"meshd custody notice v1"
@@ -73,10 +86,19 @@ def x25519_private_from_ed25519(ed_private: Ed25519PrivateKey) -> X25519PrivateK
 
 @dataclass(frozen=True, slots=True)
 class CustodyNotice:
-    camp: int  # the hub that took custody and sent this notice
+    """A compact link frame: custody for data frames (`packet_ids`), Delivered news (`reports`), or both."""
+
+    camp: int  # the hub that sent this notice (that took custody, or that has the news)
     packet_ids: tuple[int, ...]
     tag: bytes
     delivered: bool = False  # HQ has every report in those frames too
+    reports: tuple[tuple[int, int], ...] = ()  # report ids HQ has, for the receiver to pass on
+    section: bytes = b""  # the encoded report ids, as the tag covers them
+
+    @property
+    def frame_type(self) -> int:
+        custody = (_CUSTODY_BIT | (_HQ_BIT if self.delivered else 0)) if self.packet_ids else 0
+        return custody | (_REPORTS_BIT if self.section else 0)
 
 
 class LinkKeys:
@@ -107,31 +129,54 @@ class LinkKeys:
         self._keys[camp] = key
         return key
 
-    def _tag(self, key: bytes, sender: int, receiver: int, packet_ids: tuple[int, ...], delivered: bool) -> bytes:
-        frame_type = TYPE_CUSTODY_DELIVERED if delivered else TYPE_CUSTODY
-        head = _CONTEXT + bytes([frame_type]) + struct.pack(">II", sender, receiver)
-        message = head + b"".join(struct.pack("<I", p) for p in packet_ids)
+    def _tag(self, key: bytes, sender: int, receiver: int, notice: CustodyNotice) -> bytes:
+        head = _CONTEXT + bytes([notice.frame_type]) + struct.pack(">II", sender, receiver)
+        message = head + b"".join(struct.pack("<I", p) for p in notice.packet_ids) + notice.section
         return hmac.new(key, message, hashlib.sha256).digest()[:TAG_LEN]
 
-    def custody_notice(self, to_camp: int, packet_ids: list[int], *, delivered: bool = False) -> bytes:
-        """A notice to `to_camp` that we hold the frames `packet_ids` durably (and, with `delivered`, that HQ
-        has every report in them)."""
+    def custody_notice(
+        self,
+        to_camp: int,
+        packet_ids: list[int],
+        *,
+        delivered: bool = False,
+        reports: list[tuple[int, int]] | tuple[tuple[int, int], ...] = (),
+    ) -> bytes:
+        """A notice to `to_camp` that we hold the frames `packet_ids` durably (with `delivered`: and HQ has
+        every report in them), carrying the news that HQ has `reports` (which it got from us) if any."""
         if not 1 <= len(packet_ids) <= MAX_IDS:
             raise EncodeError(f"a custody notice names 1..{MAX_IDS} frames, got {len(packet_ids)}")
-        ids = tuple(packet_ids)
+        return self._frame(to_camp, tuple(packet_ids), delivered, reports)
+
+    def delivered_notice(self, to_camp: int, reports: list[tuple[int, int]] | tuple[tuple[int, int], ...]) -> bytes:
+        """A notice to `to_camp` that HQ has `reports` (which it got from us), with no custody in it."""
+        if not reports:
+            raise EncodeError("a Delivered notice names at least one report")
+        return self._frame(to_camp, (), False, reports)
+
+    def _frame(
+        self,
+        to_camp: int,
+        ids: tuple[int, ...],
+        delivered: bool,
+        reports: list[tuple[int, int]] | tuple[tuple[int, int], ...],
+    ) -> bytes:
         for packet_id in ids:
             if not 0 <= packet_id <= UINT32_MAX:
                 raise EncodeError(f"packet id {packet_id!r} is not a 32-bit number")
-        tag = self._tag(self.key_for(to_camp), self.camp_id, to_camp, ids, delivered)
-        return encode_custody_notice(CustodyNotice(self.camp_id, ids, tag, delivered))
+        if len(reports) > MAX_REPORTS:
+            raise EncodeError(f"a link frame names up to {MAX_REPORTS} reports, got {len(reports)}")
+        section = bodies.encode_delivered_ids(list(reports)) if reports else b""
+        decoded = tuple(bodies.decode_delivered_ids(section)) if section else ()
+        notice = CustodyNotice(self.camp_id, ids, b"", delivered, decoded, section)
+        tag = self._tag(self.key_for(to_camp), self.camp_id, to_camp, notice)
+        return encode_custody_notice(replace(notice, tag=tag))
 
     def verify_custody_notice(self, notice: CustodyNotice) -> None:
         """Raise `SignatureError` (or `UnknownOriginError`) unless `notice.camp` made it for us."""
-        expected = self._tag(
-            self.key_for(notice.camp), notice.camp, self.camp_id, notice.packet_ids, notice.delivered
-        )
+        expected = self._tag(self.key_for(notice.camp), notice.camp, self.camp_id, notice)
         if not hmac.compare_digest(expected, notice.tag):
-            raise SignatureError(f"custody notice from camp {notice.camp} does not verify (forged or tampered)")
+            raise SignatureError(f"link frame from camp {notice.camp} does not verify (forged or tampered)")
 
 
 def _varint(value: int) -> bytes:
@@ -151,17 +196,21 @@ def encode_custody_notice(notice: CustodyNotice) -> bytes:
         raise EncodeError(f"camp id must be 1..{UINT32_MAX}, got {notice.camp!r}")
     if len(notice.tag) != TAG_LEN:
         raise EncodeError(f"tag must be {TAG_LEN} bytes")
+    if not notice.packet_ids and not notice.section:
+        raise EncodeError("a link frame names frames, reports or both")
+    frame_type = notice.frame_type
     ids = b"".join(struct.pack("<I", p) for p in notice.packet_ids)
-    frame_type = TYPE_CUSTODY_DELIVERED if notice.delivered else TYPE_CUSTODY
-    return bytes([MARKER, frame_type]) + _varint(notice.camp) + ids + notice.tag
+    count = bytes([len(notice.packet_ids)]) if notice.packet_ids and notice.section else b""
+    return bytes([MARKER, frame_type]) + _varint(notice.camp) + count + ids + notice.section + notice.tag
 
 
 def decode_custody_notice(data: bytes) -> CustodyNotice:
-    """Parse a compact custody notice; `DecodeError` for anything else (never another exception)."""
+    """Parse a compact link frame; `DecodeError` for anything else (never another exception)."""
     if len(data) < 2 or data[0] != MARKER:
         raise DecodeError("not a meshd link frame")
-    if data[1] not in (TYPE_CUSTODY, TYPE_CUSTODY_DELIVERED):
-        raise DecodeError(f"unknown link frame type {data[1]}")
+    frame_type = data[1]
+    if frame_type not in _TYPES:
+        raise DecodeError(f"unknown link frame type {frame_type}")
     camp = 0
     pos = 2
     for shift in range(0, 35, 7):
@@ -176,19 +225,38 @@ def decode_custody_notice(data: bytes) -> CustodyNotice:
         raise DecodeError("custody notice camp id is too long")
     if not 1 <= camp <= UINT32_MAX:
         raise DecodeError(f"custody notice camp id {camp} is out of range")
-    rest = data[pos:]
-    if len(rest) < 4 + TAG_LEN or (len(rest) - TAG_LEN) % 4:
-        raise DecodeError(f"custody notice of {len(data)} bytes: the frame ids or the tag are cut short")
-    count = (len(rest) - TAG_LEN) // 4
-    if count > MAX_IDS:
-        raise DecodeError(f"custody notice names {count} frames, more than {MAX_IDS}")
-    packet_ids = struct.unpack(f"<{count}I", rest[: 4 * count])
-    return CustodyNotice(camp, tuple(packet_ids), bytes(rest[4 * count :]), data[1] == TYPE_CUSTODY_DELIVERED)
+    body, tag = data[pos:-TAG_LEN], data[-TAG_LEN:]
+    if len(data) - pos < TAG_LEN:
+        raise DecodeError(f"link frame of {len(data)} bytes: the tag is cut short")
+    with_reports = bool(frame_type & _REPORTS_BIT)
+    if not frame_type & _CUSTODY_BIT:
+        count = 0
+    elif with_reports:
+        if not body:
+            raise DecodeError("link frame ends before its frame count")
+        count, body = body[0], body[1:]
+    else:
+        if len(body) % 4:
+            raise DecodeError(f"custody notice of {len(data)} bytes: the frame ids or the tag are cut short")
+        count = len(body) // 4
+    if frame_type & _CUSTODY_BIT and not 1 <= count <= MAX_IDS:
+        raise DecodeError(f"custody notice names {count} frames, not 1..{MAX_IDS}")
+    if len(body) < 4 * count:
+        raise DecodeError(f"link frame of {len(data)} bytes: the frame ids are cut short")
+    packet_ids = struct.unpack(f"<{count}I", body[: 4 * count])
+    section = bytes(body[4 * count :])
+    reports: tuple[tuple[int, int], ...] = ()
+    if with_reports:
+        reports = tuple(bodies.decode_delivered_ids(section))
+        if not 1 <= len(reports) <= MAX_REPORTS:
+            raise DecodeError(f"link frame names {len(reports)} reports, not 1..{MAX_REPORTS}")
+    return CustodyNotice(camp, tuple(packet_ids), bytes(tag), bool(frame_type & _HQ_BIT), reports, section)
 
 
 def frame_kind(payload: bytes) -> Kind:
-    """What a frame on the meshd port carries (a compact notice is a custody notice); `DecodeError` if none."""
+    """What a frame on the meshd port carries (a compact notice is a custody notice, or a Delivered notice when
+    it answers no frame); `DecodeError` if none."""
     if is_link_frame(payload):
-        decode_custody_notice(payload)
-        return Kind.CUSTODY
+        notice = decode_custody_notice(payload)
+        return Kind.CUSTODY if notice.packet_ids else Kind.DELIVERED
     return Envelope.from_bytes(payload).kind
