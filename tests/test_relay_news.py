@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -18,12 +19,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from meshd import keys as keyfiles
 from meshd.clock import Clock
+from meshd.keys import raw_public
 from meshd.radio.api import BROADCAST, ReceivedPacket
 from meshd.relay import relay as relay_module
-from meshd.relay.relay import Relay, RelayTiming
+from meshd.relay.relay import Relay, RelayTiming, fit_news
 from meshd.store.hub import HubStore
 from meshd.wire import bodies, codec, linkauth
 from meshd.wire.envelope import Envelope, Kind, sign
+from meshd.wire.registry import Camp, Registry
 from tests.support.fakemesh import FakeMesh, FakeRadio
 from tests.support.hubs import FAST_TIMING, make_hub, provision, running
 from tests.test_relay_line import needs, wait_for
@@ -236,3 +239,27 @@ async def test_a_plain_notice_never_names_again_a_frame_an_earlier_notice_said_d
         assert not plain.delivered
         assert 0x102 not in plain.packet_ids
         assert set(plain.packet_ids) <= {0x200, 0x100}  # the plain answer to the first send may be repeated
+
+
+def test_news_from_many_origins_is_split_into_frames_that_fit():
+    pair = {camp: Ed25519PrivateKey.generate() for camp in (1, 2)}
+    registry = Registry(
+        bytes(32), bytes(32), {c: Camp(c, f"C{c}", raw_public(k.public_key())) for c, k in pair.items()}
+    )
+    links = linkauth.LinkKeys(2, pair[2], registry)
+    news = [(2**31 + i * 977, 2**31 + i) for i in range(100)]  # every report from another origin: ~10 bytes each
+    sent: list[tuple[int, int]] = []
+    rest = news
+    while rest:
+        frame, chunk = fit_news(functools.partial(links.delivered_notice, 1), rest, at_least_one=True)
+        assert len(frame) <= linkauth.MAX_FRAME_LEN
+        assert chunk
+        sent += chunk
+        rest = rest[len(chunk) :]
+    assert sent == news
+    frame, carried = fit_news(
+        functools.partial(links.custody_notice, 1, list(range(16)), delivered=False), news, at_least_one=False
+    )
+    assert len(frame) <= linkauth.MAX_FRAME_LEN
+    assert 0 < len(carried) < len(news)
+    assert linkauth.decode_custody_notice(frame).reports == tuple(carried)

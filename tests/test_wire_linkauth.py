@@ -250,15 +250,26 @@ def test_malformed_frames_with_news_get_a_clear_error(frame, message):
     delivered=st.booleans(),
 )
 def test_frames_round_trip(packet_ids, reports, delivered):
-    if packet_ids:
-        frame = links(2).custody_notice(1, packet_ids, delivered=delivered, reports=reports)
-    elif reports:
-        frame = links(2).delivered_notice(1, reports)
-    else:
-        return
+    try:
+        if packet_ids:
+            frame = links(2).custody_notice(1, packet_ids, delivered=delivered, reports=reports)
+        elif reports:
+            frame = links(2).delivered_notice(1, reports)
+        else:
+            return
+    except EncodeError as exc:
+        if "does not fit one packet" in str(exc):
+            return  # the relay sends fewer reports in such a frame (relay.fit_news)
+        raise
     notice = linkauth.decode_custody_notice(frame)
     links(1).verify_custody_notice(notice)
     assert notice.packet_ids == tuple(packet_ids)
     assert notice.delivered is (delivered and bool(packet_ids))
     assert sorted(notice.reports) == sorted(reports)
     assert linkauth.encode_custody_notice(notice) == frame
+
+
+def test_a_frame_that_does_not_fit_one_packet_is_refused():
+    many_origins = [(2**31 + i * 977, 2**31 + i) for i in range(linkauth.MAX_REPORTS)]
+    with pytest.raises(EncodeError, match="does not fit one packet"):
+        links(2).delivered_notice(1, many_origins)

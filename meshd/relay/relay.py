@@ -21,11 +21,12 @@ import random
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from functools import partial
 
 from meshd.aio import wait_event
 from meshd.clock import Clock
 from meshd.config import RadioSection, RelaySection, TimingSection
-from meshd.errors import MeshdError, ReplayError, SignatureError, UnknownOriginError
+from meshd.errors import EncodeError, MeshdError, ReplayError, SignatureError, UnknownOriginError
 from meshd.keys import KeyPairs
 from meshd.radio import airtime
 from meshd.radio.api import (
@@ -669,9 +670,9 @@ class Relay:
                 answered[packet_id] = answer  # most recently answered last
             sent_any = False
             for start in range(0, len(pending), linkauth.MAX_IDS):
-                frame = self.link_keys.custody_notice(
-                    camp, pending[start : start + linkauth.MAX_IDS], delivered=delivered, reports=news
-                )
+                answering = pending[start : start + linkauth.MAX_IDS]
+                make = partial(self.link_keys.custody_notice, camp, answering, delivered=delivered)
+                frame, news = fit_news(make, news, at_least_one=False)
                 sent = await self._transmit(frame, to=node, hop_limit=hops, alert=True, wait_budget=True)
                 sent_any = sent_any or sent is not None
                 self.counters["custody_acks_sent"] += 1
@@ -826,9 +827,9 @@ class Relay:
                 if now - news.since >= wait and now - news.sent_at >= wait * 2 ** max(0, news.sends - 1)
             ]
             hops = max(self.routes.radio_hops_to(node), self._upstream.get(node, (0, 0.0))[0])
-            for start in range(0, len(keys), linkauth.MAX_REPORTS):
-                chunk = keys[start : start + linkauth.MAX_REPORTS]
-                frame = self.link_keys.delivered_notice(camp, chunk)
+            while keys:
+                frame, chunk = fit_news(partial(self.link_keys.delivered_notice, camp), keys, at_least_one=True)
+                keys = keys[len(chunk) :]
                 sent = await self._transmit(frame, to=node, hop_limit=hops, alert=False, wait_budget=True)
                 self.counters["delivered_notices_sent"] += 1
                 if sent is not None:
@@ -1132,6 +1133,22 @@ class Relay:
                 log.info("%d of our reports handed on long ago are not known delivered: sending them again", rechecked)
                 self._wake.set()
             await self.store.mark_alive()
+
+
+def fit_news(
+    make: Callable[..., bytes], news: list[tuple[int, int]], *, at_least_one: bool
+) -> tuple[bytes, list[tuple[int, int]]]:
+    """The frame `make` builds with as much of `news` as fits one packet (reports from many origins take more
+    room than MAX_REPORTS of one), and the news it carries: a custody notice goes without news if need be, a
+    Delivered notice (`at_least_one`) carries one report at least."""
+    count = min(len(news), linkauth.MAX_REPORTS)
+    while True:
+        try:
+            return make(reports=news[:count]), news[:count]
+        except EncodeError:
+            if count <= (1 if at_least_one else 0):
+                raise
+            count //= 2
 
 
 async def originate_report(

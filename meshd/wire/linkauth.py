@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from meshd.errors import DecodeError, EncodeError, SignatureError, UnknownOriginError
 from meshd.wire import bodies
-from meshd.wire.envelope import Envelope, Kind
+from meshd.wire.envelope import MAX_ENVELOPE_LEN, Envelope, Kind
 from meshd.wire.registry import Registry
 
 MARKER = 0x00
@@ -57,6 +57,7 @@ _TYPES = frozenset({0x01, 0x03, 0x04, 0x05, 0x07})
 TAG_LEN = 8
 MAX_IDS = 16
 MAX_REPORTS = 48  # report ids in one frame: with the seq deltas of a few origins, well under 100 bytes
+MAX_FRAME_LEN = MAX_ENVELOPE_LEN  # one Meshtastic payload (reports from many origins take more room)
 UINT32_MAX = 0xFFFFFFFF
 _P = 2**255 - 19  # the field of Curve25519 / edwards25519
 _CONTEXT = b"meshd custody notice v1"
@@ -170,7 +171,10 @@ class LinkKeys:
         decoded = tuple(bodies.decode_delivered_ids(section)) if section else ()
         notice = CustodyNotice(self.camp_id, ids, b"", delivered, decoded, section)
         tag = self._tag(self.key_for(to_camp), self.camp_id, to_camp, notice)
-        return encode_custody_notice(replace(notice, tag=tag))
+        frame = encode_custody_notice(replace(notice, tag=tag))
+        if len(frame) > MAX_FRAME_LEN:
+            raise EncodeError(f"link frame of {len(frame)} bytes does not fit one packet ({MAX_FRAME_LEN})")
+        return frame
 
     def verify_custody_notice(self, notice: CustodyNotice) -> None:
         """Raise `SignatureError` (or `UnknownOriginError`) unless `notice.camp` made it for us."""
