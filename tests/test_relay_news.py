@@ -124,10 +124,13 @@ async def test_news_with_no_custody_notice_due_goes_in_a_short_notice_sent_again
         assert len(linkauth.encode_custody_notice(notice)) <= 24  # a signed Delivered notice: ~90 bytes
         # unanswered (lost): sent again at the next interval
         await wait_for(lambda: len(w.news_notices()) >= 2, limit_s=10)
+        # still untold in the store while unanswered: a restart would send it again
+        assert await w.store.untold_news() == {ORIGIN: [(ORIGIN, 1)]}
         # answered: never again
         again, _ = w.news_notices()[-1]
         w.deliver(w.links_origin.custody_notice(B, [again]), ORIGIN, 0x102)
         await wait_for(lambda: not w.relay._news.get(ORIGIN), limit_s=5)
+        assert await w.store.untold_news() == {}
         count = len(w.news_notices())
         await asyncio.sleep(3 * FAST_TIMING.notice_interval_s / SPEEDUP)
         assert len(w.news_notices()) == count

@@ -226,3 +226,16 @@ async def test_news_is_for_the_hub_each_report_came_from(tmp_path: Path) -> None
         # a hub sends (8, 1) again after HQ has it (it missed the news): the news is for that hub now
         assert (await receive(store, env(8, 1), NEIGHBOUR))[0] == AcceptResult.DELIVERED
         assert await store.take_news() == {NEIGHBOUR: [(8, 1)]}
+
+
+async def test_news_stays_untold_until_marked_so_a_restart_sends_it_again(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with HubStore(path) as store:
+        await receive(store, env(7, 1), NEIGHBOUR)
+        await store.mark_delivered([(7, 1)])
+        assert await store.untold_news() == {NEIGHBOUR: [(7, 1)]}
+        assert await store.untold_news() == {NEIGHBOUR: [(7, 1)]}  # on its way, not told yet
+    async with HubStore(path) as store:  # the power went: still untold
+        assert await store.untold_news() == {NEIGHBOUR: [(7, 1)]}
+        await store.mark_notified([(7, 1)])  # the neighbour answered
+        assert await store.untold_news() == {}

@@ -72,6 +72,7 @@ NEWS_WAIT_S = 60.0
 # arrive (0.64 at 20 % loss), so three rounds missed one hop in twenty (bench receipts 142/153); six miss one
 # in 450, over about an hour.
 NEWS_ROUNDS = 6
+NEWS_LIMIT = 1000  # untold ids looked at per notice interval
 
 
 @dataclass(slots=True)
@@ -491,8 +492,10 @@ class Relay:
             return
         answered = {(packet.from_node, packet_id) for packet_id in notice.packet_ids}
         news_answered = [send for send in answered if send in self._news_sends]
-        for send in news_answered:
-            for key in self._news_sends.pop(send):
+        told = [key for send in news_answered for key in self._news_sends.pop(send)]
+        if told:
+            await self.store.mark_notified(told)  # (first: the notice loop must not take them up again)
+            for key in told:
                 self._news[packet.from_node].pop(key, None)
         keys = [key for key, sends in self._sends.items() if sends & answered]
         if not keys and not news_answered:
@@ -793,7 +796,9 @@ class Relay:
             await self.clock.sleep(wait)
             tick += 1
             if tick % ticks_per_interval == 0:
-                news = await self.store.take_news(limit=400)
+                # News for a neighbour stays untold in the store until it answers (or we give up), so a restart
+                # sends it again; what is already on its way is skipped here.
+                news = await self.store.untold_news(limit=NEWS_LIMIT)
                 broadcast = news.pop(0, [])
                 now = self.clock.now()
                 for node, keys in news.items():
@@ -803,6 +808,7 @@ class Relay:
                         continue
                     for key in keys:
                         self._news[node].setdefault(key, _News(since=now))
+                await self.store.mark_notified(broadcast)  # the broadcast's rounds are kept in memory, as before
                 await self._broadcast_notices(sorted(broadcast))
             await self._send_news(wait)
 
@@ -813,10 +819,12 @@ class Relay:
         now = self.clock.now()
         for node in list(self._news):
             pending = self._news[node]
-            for key, news in list(pending.items()):
-                if news.sends >= NEWS_ROUNDS:
-                    self.counters["news_given_up"] += 1
+            given_up = [key for key, news in pending.items() if news.sends >= NEWS_ROUNDS]
+            if given_up:
+                self.counters["news_given_up"] += len(given_up)
+                for key in given_up:
                     del pending[key]
+                await self.store.mark_notified(given_up)
             camp = self._camp_of(node)
             if not pending or camp is None:
                 del self._news[node]

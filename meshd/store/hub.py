@@ -593,22 +593,31 @@ class HubStore:
     async def take_news(self, limit: int = 64) -> dict[int, list[tuple[int, int]]]:
         """Delivered ids the mesh has not been told about yet, by the node to tell (0: unknown, tell every
         neighbour); marks them notified."""
+        news = await self.untold_news(limit)
+        await self.mark_notified([key for keys in news.values() for key in keys])
+        return news
+
+    async def untold_news(self, limit: int = 64) -> dict[int, list[tuple[int, int]]]:
+        """Delivered ids the mesh has not been told about yet, by the node to tell (0: unknown, tell every
+        neighbour). They stay untold until `mark_notified` (after a hub answered the news, say), so news
+        still on its way when the power goes is sent again after the restart."""
 
         def op(conn: sqlite3.Connection) -> dict[int, list[tuple[int, int]]]:
             rows = conn.execute(
                 "SELECT origin, seq, tell_node FROM delivered WHERE notified = 0 ORDER BY origin, seq LIMIT ?",
                 (limit,),
             ).fetchall()
-            conn.executemany("UPDATE delivered SET notified = 1 WHERE origin = ? AND seq = ?", [r[:2] for r in rows])
             news: dict[int, list[tuple[int, int]]] = {}
             for origin, seq, node in rows:
                 news.setdefault(int(node), []).append((int(origin), int(seq)))
             return news
 
-        return await self.db.write(op)
+        return await self.db.read(op)
 
     async def mark_notified(self, ids: list[tuple[int, int]]) -> None:
-        """The mesh has been told of these delivered ids another way (a custody notice that said so)."""
+        """The mesh has been told of these delivered ids (a hub answered our news, or a custody notice said so)."""
+        if not ids:
+            return
         await self.db.write(
             lambda conn: conn.executemany("UPDATE delivered SET notified = 1 WHERE origin = ? AND seq = ?", ids)
         )
