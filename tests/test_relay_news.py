@@ -79,6 +79,17 @@ class World:
             and Envelope.from_bytes(payload).kind is Kind.DELIVERED
         )
 
+    async def news_then_report_2(self) -> tuple[int, linkauth.CustodyNotice]:
+        """Report 1 reaches HQ; once B has taken up the news for the origin, the origin sends report 2 (within
+        the wait before a notice of its own). B's custody notice for report 2: (packet id, notice)."""
+        self.deliver(self.report(1).to_bytes(), ORIGIN, 0x100)
+        await self.hq_has_it_via_c(1, 0x101)
+        await wait_for(lambda: bool(self.relay._news.get(ORIGIN)), limit_s=10)
+        self.deliver(self.report(2).to_bytes(), ORIGIN, 0x200)
+        await wait_for(lambda: any(0x200 in n.packet_ids for _, n in self.frames_to(ORIGIN)), limit_s=10)
+        [answer] = [(pid, n) for pid, n in self.frames_to(ORIGIN) if 0x200 in n.packet_ids]
+        return answer
+
     async def hq_has_it_via_c(self, seq: int, pid: int) -> None:
         """B sends the report on to C; C's custody notice says HQ has it (after B answered the origin: an
         answer after that would say "delivered" itself, and no news would be left to send)."""
@@ -150,13 +161,7 @@ async def test_unanswered_news_is_given_up_after_notice_rounds(tmp_path):
 async def test_news_rides_in_the_custody_notice_for_the_next_report_instead(tmp_path):
     # a notice interval long enough that the next report surely comes within the wait for a custody notice
     async with world(tmp_path, dataclasses.replace(FAST_TIMING, notice_interval_s=150.0)) as w:
-        w.deliver(w.report(1).to_bytes(), ORIGIN, 0x100)
-        await w.hq_has_it_via_c(1, 0x101)
-        # the news is queued at the next notice tick; the origin sends another report within the wait
-        await wait_for(lambda: bool(w.relay._news.get(ORIGIN)), limit_s=10)
-        w.deliver(w.report(2).to_bytes(), ORIGIN, 0x200)
-        await wait_for(lambda: any(0x200 in n.packet_ids for _, n in w.frames_to(ORIGIN)), limit_s=10)
-        [(pid, notice)] = [(pid, n) for pid, n in w.frames_to(ORIGIN) if 0x200 in n.packet_ids]
+        pid, notice = await w.news_then_report_2()
         assert notice.reports == ((ORIGIN, 1),)
         w.links_origin.verify_custody_notice(notice)
         assert w.relay.counters["news_in_custody_notices"] == 1
@@ -172,12 +177,7 @@ async def test_news_in_an_unanswered_custody_notice_goes_again_in_a_notice_of_it
     """The custody notice may answer a frame the origin no longer waits for (a retransmission that crossed
     our first answer): its loss would go unnoticed, so the news waits for an answer of its own."""
     async with world(tmp_path, dataclasses.replace(FAST_TIMING, notice_interval_s=150.0)) as w:
-        w.deliver(w.report(1).to_bytes(), ORIGIN, 0x100)
-        await w.hq_has_it_via_c(1, 0x101)
-        await wait_for(lambda: bool(w.relay._news.get(ORIGIN)), limit_s=10)
-        w.deliver(w.report(2).to_bytes(), ORIGIN, 0x200)
-        await wait_for(lambda: any(0x200 in n.packet_ids for _, n in w.frames_to(ORIGIN)), limit_s=10)
-        # (that notice is lost)
+        await w.news_then_report_2()  # (and that custody notice is lost)
         await wait_for(lambda: len(w.news_notices()) >= 1, limit_s=10)
         assert w.news_notices()[0][1].reports == ((ORIGIN, 1),)
 

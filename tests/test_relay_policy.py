@@ -11,7 +11,7 @@ from meshd.clock import Clock
 from meshd.radio import airtime
 from meshd.radio.api import ReceivedPacket
 from meshd.relay.budget import HOUR_S
-from meshd.wire import codec
+from meshd.wire import codec, linkauth
 from meshd.wire.envelope import Envelope, Kind
 from tests.support.fakemesh import FakeMesh
 from tests.support.hubs import FakeUplink, make_hub, provision, running
@@ -21,6 +21,8 @@ LONG_FAST = airtime.preset("LONG_FAST")
 
 
 def kinds_of(payload: bytes) -> set[Kind]:
+    if linkauth.is_link_frame(payload):  # a short custody or Delivered notice (an origin answers news too)
+        return {linkauth.frame_kind(payload)}
     env = Envelope.from_bytes(payload)
     return {r.kind for r in codec.unbatch(env)} if env.kind is Kind.BATCH else {env.kind}
 

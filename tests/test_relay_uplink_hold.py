@@ -17,7 +17,8 @@ from meshd.clock import Clock
 from meshd.daemon.hub import Hub
 from meshd.radio.sim import SimNetwork, line_topology
 from meshd.relay.relay import Relay
-from meshd.wire.envelope import Envelope, Kind
+from meshd.wire import linkauth
+from meshd.wire.envelope import Kind
 from tests.support.fakemesh import FakeMesh
 from tests.support.hubs import FAST_TIMING, FakeUplink, make_hub, provision, running
 from tests.test_relay_line import needs, wait_for
@@ -149,5 +150,5 @@ async def test_a_held_uplink_hub_keeps_alerts_too(tmp_path) -> None:
 
 def alerts_sent(mesh: FakeMesh, to: int) -> int:
     return sum(
-        1 for _sender, dest, payload in mesh.on_air if dest == to and Envelope.from_bytes(payload).kind is Kind.ALERT
+        1 for _sender, dest, payload in mesh.on_air if dest == to and linkauth.frame_kind(payload) is Kind.ALERT
     )

@@ -80,7 +80,7 @@ async def test_backlog_queued_while_broker_down_is_flushed_when_it_comes_up(tmp_
         assert (await store.counters())["published"] == N
         # They never left this hub by radio, so no other hub can hold them: no Delivered notice is queued
         # (tests/test_store_receive.py covers the ids a hub did carry by radio).
-        assert await store.take_unnotified(limit=2 * N) == []
+        assert await store.untold_news(limit=2 * N) == {}
     assert bridge.counters["puback"] >= N
     assert bridge.counters["bytes"] > 0
 

@@ -176,7 +176,6 @@ class Relay:
         self.counters: Counter[str] = Counter()
         self.airtime_used_s = 0.0
         self._wake = asyncio.Event()
-        self._pending_acks: dict[int, set[tuple[int, int]]] = defaultdict(set)
         # per neighbour, the packet ids our next custody notice answers (-> their report ids), oldest first
         self._pending_answers: dict[int, dict[int, list[tuple[int, int]]]] = defaultdict(dict)
         # the sends of each carried envelope since we last took custody of it ourselves: (to whom, packet id).
@@ -185,7 +184,7 @@ class Relay:
         # node number -> camp id, from signed frames heard from it: whose link key a custody notice to it uses
         self._node_camp: dict[int, int] = {}
         self._ack_hops: dict[int, int] = {}
-        # per neighbour, frames our compact notices answered lately: packet id -> (when, report ids, times named)
+        # per neighbour, the frames our compact notices answered lately (named again in the next few)
         self._answered: dict[int, dict[int, _Answer]] = defaultdict(dict)
         self._sent_at: dict[tuple[int, int], tuple[int, float]] = {}
         # the last send of each carried report that went direct (hop limit 0): to whom
@@ -632,7 +631,6 @@ class Relay:
     # ------------------------------------------------------------------ custody notices
 
     def _queue_custody_ack(self, node: int, ids: list[tuple[int, int]], radio_hops: int, packet_id: int) -> None:
-        self._pending_acks[node].update(ids)
         answers = self._pending_answers[node]
         answers.pop(packet_id, None)
         answers[packet_id] = ids  # most recent last
@@ -652,15 +650,15 @@ class Relay:
 
     async def _send_custody_ack(self, node: int) -> None:
         self._ack_flush.pop(node, None)
-        ids = sorted(self._pending_acks.pop(node, set()))
         frames = self._pending_answers.pop(node, {})
+        ids = sorted({key for keys in frames.values() for key in keys})
         pending = list(frames)
         hops = self._ack_hops.pop(node, 0)
         camp = self._camp_of(node)
         if camp is not None and pending and self._has_link_key(camp):
-            # A compact notice under the key we share with that hub: ~16 bytes where a signed one is ~85. When
-            # our uplink already has every report in those frames, it says so, and spares the Delivered notice
-            # we would otherwise send that hub about them (a retry of a lost one is answered the same way).
+            # A compact notice under the key we share with that hub: ~16 bytes where a signed one is ~85. When HQ
+            # has every report in those frames (we know it, or our uplink has them), it says so, and spares the
+            # news we would otherwise send that hub about them (a retry of a lost one is answered the same way).
             delivered = bool(ids) and await self._delivered_soon(ids)
             pending = pending + await self._repeat_answers(node, pending, delivered=delivered)
             news = self._news_to_carry(node)

@@ -585,18 +585,6 @@ class HubStore:
             lambda conn: conn.execute("UPDATE outbox SET published = 1 WHERE origin = ? AND seq = ?", key)
         )
 
-    async def take_unnotified(self, limit: int = 64) -> list[tuple[int, int]]:
-        """Delivered ids the mesh has not been told about yet; marks them notified."""
-        news = await self.take_news(limit)
-        return sorted(key for keys in news.values() for key in keys)
-
-    async def take_news(self, limit: int = 64) -> dict[int, list[tuple[int, int]]]:
-        """Delivered ids the mesh has not been told about yet, by the node to tell (0: unknown, tell every
-        neighbour); marks them notified."""
-        news = await self.untold_news(limit)
-        await self.mark_notified([key for keys in news.values() for key in keys])
-        return news
-
     async def untold_news(self, limit: int = 64) -> dict[int, list[tuple[int, int]]]:
         """Delivered ids the mesh has not been told about yet, by the node to tell (0: unknown, tell every
         neighbour). They stay untold until `mark_notified` (after a hub answered the news, say), so news
