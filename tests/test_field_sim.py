@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from meshtastic.protobuf import portnums_pb2
 
@@ -25,6 +26,8 @@ from meshd.clock import Clock
 from meshd.daemon.hub import Hub
 from meshd.field.desk import FieldDesk
 from meshd.field.roster import Handset, Roster
+from meshd.radio import airtime
+from meshd.radio.api import TEXT_PORT
 from meshd.radio.backoff import Backoff
 from meshd.radio.link import RadioLink
 from meshd.radio.sim import SimNetwork, line_topology
@@ -232,3 +235,14 @@ async def run_scenario(scene: Scene) -> None:
     assert any(rec.pki and rec.from_node == known_num for rec in net.on_air)
     # while the hub runs, neither the database nor its WAL holds it
     assert files_holding(store.db.path, secret) == []
+
+    # the replies to the handsets count against the hub's airtime budget, beside the relay's own frames
+    relay = hub.relay
+    assert relay is not None
+    replies = texts(rx_known, hub_num) + texts(rx_stranger, hub_num)
+    assert desk.counters["replies_sent"] == len(replies)
+    reply_airtime = sum(
+        airtime.payload_airtime_s(len(text.encode("utf-8")), relay.preset, TEXT_PORT) for text in replies
+    )
+    spent_by_others = relay.budget.used(relay.clock.now()) - relay.airtime_used_s
+    assert spent_by_others == pytest.approx(reply_airtime)

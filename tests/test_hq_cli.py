@@ -38,8 +38,6 @@ from tests.hq_support import (
     wait_until,
 )
 
-NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
-
 
 @pytest.fixture
 def world(tmp_path: Path) -> World:
@@ -66,17 +64,20 @@ cap_sender = "hq@example.org"
 
 
 async def _fill(url: str) -> None:
+    # "now" when the rows are written, not when the module was imported: a slow suite reaches this test
+    # many minutes after collection, and the ages shown are measured from the real clock.
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     recs = [
-        record("101:1", received=NOW, age_s=3600, body={"camp": 101, "severity": {"water": 4, "food": 2}}),
-        record("102:1", received=NOW, age_s=600, body={"camp": 102, "severity": {"health": 5}}),
-        record("103:1", received=NOW, age_s=86400, body={"camp": 103, "severity": {"water": 4}}),
+        record("101:1", received=now, age_s=3600, body={"camp": 101, "severity": {"water": 4, "food": 2}}),
+        record("102:1", received=now, age_s=600, body={"camp": 102, "severity": {"health": 5}}),
+        record("103:1", received=now, age_s=86400, body={"camp": 103, "severity": {"water": 4}}),
         record(
-            "104:1", received=NOW, age_s=60, provenance="unknown_origin", body={"camp": 104, "severity": {"food": 2}}
+            "104:1", received=now, age_s=60, provenance="unknown_origin", body={"camp": 104, "severity": {"food": 2}}
         ),
-        record("101:0", received=NOW, age_s=7200, body={"camp": 101, "severity": {"water": 5}}),  # older: superseded
-        record("102:2", kind="alert", received=NOW, body={"camp": 102, "type": "disease_outbreak", "count": 3}),
-        record("101:2", kind="alert", received=NOW, body={"camp": 101, "type": "missing_child", "count": 1}),
-        record("102:3", kind="sealed", received=NOW, body={"kind": "protection", "text": "do not export"}),
+        record("101:0", received=now, age_s=7200, body={"camp": 101, "severity": {"water": 5}}),  # older: superseded
+        record("102:2", kind="alert", received=now, body={"camp": 102, "type": "disease_outbreak", "count": 3}),
+        record("101:2", kind="alert", received=now, body={"camp": 101, "type": "missing_child", "count": 1}),
+        record("102:3", kind="sealed", received=now, body={"kind": "protection", "text": "do not export"}),
     ]
     async with open_store(url) as store:
         await store.commit(recs)
@@ -94,7 +95,7 @@ def test_latest_is_worst_first(world: World, capsys: pytest.CaptureFixture[str])
     row_101 = next(line for line in lines if line.startswith("101"))
     assert "Hilltop" in row_101
     assert "W4 F2" in row_101
-    assert re.search(r"\b6\dm\b", row_101)  # about an hour old (the fixture was built a little earlier)
+    assert re.search(r"\b6\dm\b", row_101)  # about an hour old (received an hour ago, moments before)
     assert "verified" in row_101
     assert "unknown_origin" in lines[-1]
 

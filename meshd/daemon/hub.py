@@ -192,6 +192,7 @@ class Hub:
                 radio,
                 roster,
                 per_sender_per_hour=self.config.field.per_sender_per_hour,
+                count_airtime=relay.count_airtime,
                 last_uplink=self._last_uplink_success,
             )
             self.field_desk = desk
@@ -258,6 +259,8 @@ class Hub:
             await relay.radio.send(message.encode(), to=BROADCAST, portnum=TEXT_PORT, hop_limit=0)
         except MeshdError as exc:
             log.warning("could not show HQ broadcast to handsets: %s", exc)
+        else:
+            relay.count_airtime(len(message.encode()), TEXT_PORT)
         self.broadcasts_shown += 1
 
     def _uplink_up(self) -> bool:

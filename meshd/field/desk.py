@@ -169,8 +169,10 @@ class FieldDesk:
         per_sender_per_hour: int,
         last_uplink: Callable[[], float | None],
         clock: Callable[[], float] = time.monotonic,
+        count_airtime: Callable[[int, int], None] | None = None,
     ) -> None:
-        """`last_uplink()` returns the `clock()` time of the last uplink success (None: never)."""
+        """`last_uplink()` returns the `clock()` time of the last uplink success (None: never);
+        `count_airtime(nbytes, portnum)` is told of every reply sent (the hub's airtime budget)."""
         self.hub_camp = hub_camp
         self.relay = relay
         self.store = store
@@ -178,6 +180,7 @@ class FieldDesk:
         self.roster = roster
         self.last_uplink = last_uplink
         self.clock = clock
+        self.count_airtime = count_airtime
         self.limiter = SenderLimiter(per_sender_per_hour, clock)
         self.counters: Counter[str] = Counter()
         self._replies: asyncio.Queue[tuple[int, str, str | None]] = asyncio.Queue(maxsize=REPLY_QUEUE_MAX)
@@ -364,6 +367,8 @@ class FieldDesk:
             self.counters["send_errors"] += 1
             log.warning("field: reply to %s not sent: %s", format_node(node), exc)
             return False
+        if self.count_airtime is not None:
+            self.count_airtime(len(text.encode("utf-8")), TEXT_PORT)
         self.counters["replies_sent"] += 1
         return True
 

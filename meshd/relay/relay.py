@@ -244,6 +244,12 @@ class Relay:
         self._wake.set()
         self._beacon_wanted.set()
 
+    def count_airtime(self, nbytes: int, portnum: int) -> None:
+        """Count a frame another part of the hub sent (a reply to a handset, an HQ broadcast shown to them)
+        against this hub's airtime budget: the radio's duty cycle counts every frame, not only ours. (A
+        reply sent with want_ack may be retried by the firmware; only its first send is known here.)"""
+        self.budget.charge(airtime.payload_airtime_s(nbytes, self.preset, portnum), self.clock.now())
+
     def _uplink_held(self) -> bool:
         """Our uplink is up, or down for less than `uplink_hold_s`: we still count as an uplink hub (the
         route we advertise, and reports stay here for it). Only `uplink_up()` itself says we can publish."""
@@ -1092,15 +1098,18 @@ class Relay:
         """Send one frame within the airtime budget; its packet id, or None when it was not sent."""
         cost = airtime.payload_airtime_s(len(raw), self.preset, self.radio_config.portnum)
         if wait_budget:
-            wait = self.budget.wait_s(cost, self.clock.now(), alert=True)
-            if math.isinf(wait):
-                self.counters["budget_refused"] += 1
-                return None
-            if wait > 0:
+            # Checked again after every sleep: another task may have spent what had come free meanwhile.
+            while (wait := self.budget.wait_s(cost, self.clock.now(), alert=True)) > 0:
+                if math.isinf(wait):
+                    self.counters["budget_refused"] += 1
+                    return None
                 await self.clock.sleep(wait)
         elif not self.budget.can_send(cost, self.clock.now(), alert=alert):
             self.counters["budget_waits"] += 1
             return None
+        # Charged before the send is awaited, so a second task checking meanwhile sees this frame's airtime.
+        charged_at = self.clock.now()
+        self.budget.charge(cost, charged_at)
         priority = Priority.ALERT if alert else Priority.RELIABLE
         try:
             packet_id = await self.radio.send(
@@ -1113,10 +1122,10 @@ class Relay:
                 channel=self.radio_config.channel,
             )
         except MeshdError as exc:
+            self.budget.refund(cost, charged_at)
             self.counters["send_errors"] += 1
             log.warning("radio send failed: %s", exc)
             return None
-        self.budget.charge(cost, self.clock.now())
         self.airtime_used_s += cost
         self.counters["frames_sent"] += 1
         return packet_id
