@@ -899,7 +899,14 @@ class Relay:
                 await self.clock.sleep(self.rng.uniform(0.0, self.timing.beacon_min_gap_s / 2))
                 hops = self.routes.my_hops(uplink_up=self._uplink_held(), now=self.clock.now())
                 news = news or hops != self._advertised_hops
+                why = (
+                    "route_changed" if hops != self._advertised_hops
+                    else "answer" if self._answer_beacon
+                    else "no_route" if lost
+                    else "periodic"
+                )  # fmt: skip
                 if await self._send_beacon(hops):
+                    self.counters[f"beacons_{why}"] += 1
                     # the same route again: wait twice as long next time; anything new: start again
                     self._beacon_period = (
                         self.timing.beacon_interval_s

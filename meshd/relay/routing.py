@@ -24,6 +24,7 @@ class Neighbour:
     radio_hops: int = 0  # relay radios between us (0 = heard directly): the hop limit to reach it
     snr: float = 0.0
     failures: int = 0
+    radio_hops_at: float = 0.0  # when it was last heard over `radio_hops` relay radios
 
 
 class RouteTable:
@@ -35,9 +36,22 @@ class RouteTable:
     def heard_beacon(
         self, node: int, camp: int, uplink_hops: int, now: float, *, snr: float = 0.0, via: int = 0, radio_hops: int = 0
     ) -> bool:
-        """Record a neighbour's beacon; returns True if our own distance may have changed."""
+        """Record a neighbour's beacon; returns True if our own distance may have changed.
+
+        The firmware hands us whichever copy of a beacon arrives first: the direct one, or, when that was lost,
+        a hill relay's repeat. A later copy over more relay radios does not make the neighbour farther while
+        the shorter path was heard within `stale_after_s`: taking each copy as it came flipped our own
+        distance back and forth (3 -> 4 -> 3 within a minute), and every flip sent a beacon wave and restarted
+        the beacon timers of the whole valley. A data frame that does not get through the short way takes the
+        long way on its retry (`Relay._data_hop_limit`).
+        """
         old = self.neighbours.get(node)
-        self.neighbours[node] = Neighbour(node, camp, uplink_hops, now, via=via, snr=snr, radio_hops=radio_hops)
+        radio_hops_at = now
+        if old is not None and old.radio_hops < radio_hops and now - old.radio_hops_at <= self.stale_after_s:
+            radio_hops, radio_hops_at = old.radio_hops, old.radio_hops_at
+        self.neighbours[node] = Neighbour(
+            node, camp, uplink_hops, now, via=via, snr=snr, radio_hops=radio_hops, radio_hops_at=radio_hops_at
+        )
         return old is None or old.uplink_hops != uplink_hops or old.via != via
 
     def heard_from(self, node: int, now: float) -> None:
