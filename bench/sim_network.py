@@ -580,8 +580,13 @@ async def run_flooding(s: Scenario, net: Net, plan: list[Planned], hop_limit: in
 # ------------------------------------------------------------------------------------------ analysis
 
 
-def classify(run: MeshdRun) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+def classify(run: MeshdRun, net: Net) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Airtime per category (list of frame airtimes) in the measured window, and in the warm-up."""
+    node_id = {spec.num: spec.id for spec in net.topology.nodes}
+
+    def linked_directly(a: int, b: int) -> bool:
+        return node_id.get(b, "") in net.adjacency.get(node_id.get(a, ""), set())
+
     window: dict[str, list[float]] = {}
     warmup: dict[str, list[float]] = {}
     first_sends: set[tuple[int, int, int]] = set()
@@ -607,9 +612,13 @@ def classify(run: MeshdRun) -> tuple[dict[str, list[float]], dict[str, list[floa
             elif env is not None and env.kind in DATA_KINDS:
                 if record.relayed:
                     category = "report data: " + repeater(run, record)
+                    if linked_directly(record.from_node, record.to_node):
+                        category += " (to a hub its sender also reaches directly)"
                 else:
                     key = (record.from_node, env.origin, env.seq)
                     category = "report data: retransmission" if key in first_sends else "report data: first send"
+                    if record.hop_limit > 0 and linked_directly(record.from_node, record.to_node):
+                        category += " (the long way, to a hub it also reaches directly)"
                     first_sends.add(key)
             else:
                 name = {Kind.CUSTODY: "custody notices", Kind.STATUS: "beacons", Kind.DELIVERED: "delivered notices"}
@@ -657,7 +666,7 @@ def main_report(s: Scenario, net: Net, run: MeshdRun, flood: FloodRun) -> None:
     delivered = sum(1 for o in run.originated if o.id in run.hq.rows)
     latencies = [run.hq.first_at[o.id] - o.at for o in run.originated if o.id in run.hq.first_at]
     duplicates = sum(c - 1 for c in run.hq.publications.values())
-    window, warmup = classify(run)
+    window, warmup = classify(run, net)
     total = sum(sum(v) for v in window.values())
     per_report = total / delivered if delivered else math.inf
 

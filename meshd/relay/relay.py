@@ -826,6 +826,10 @@ class Relay:
             given_up = [key for key, news in pending.items() if news.sends >= NEWS_ROUNDS]
             if given_up:
                 self.counters["news_given_up"] += len(given_up)
+                log.info(
+                    "gave up telling camp %s (!%08x) that HQ has %d of its reports, after %d notices unanswered",
+                    self._camp_of(node), node, len(given_up), NEWS_ROUNDS,
+                )  # fmt: skip
                 for key in given_up:
                     del pending[key]
                 await self.store.mark_notified(given_up)
