@@ -599,13 +599,8 @@ def classify(run: MeshdRun, net: Net) -> tuple[dict[str, list[float]], dict[str,
         else:
             env: Envelope | None = None
             kind: Kind | None = None
-            to_node = record.to_node
             try:
-                if linkauth.is_forward(record.payload):  # report data, with a custody notice riding in it
-                    forward = linkauth.decode_forward(record.payload)
-                    env = Envelope.from_bytes(forward.envelope)
-                    kind, to_node = env.kind, forward.next_hop
-                elif linkauth.is_link_frame(record.payload):
+                if linkauth.is_link_frame(record.payload):
                     kind = linkauth.frame_kind(record.payload)
                 else:
                     env = Envelope.from_bytes(record.payload)
@@ -617,12 +612,12 @@ def classify(run: MeshdRun, net: Net) -> tuple[dict[str, list[float]], dict[str,
             elif env is not None and env.kind in DATA_KINDS:
                 if record.relayed:
                     category = "report data: " + repeater(run, record)
-                    if linked_directly(record.from_node, to_node):
+                    if linked_directly(record.from_node, record.to_node):
                         category += " (to a hub its sender also reaches directly)"
                 else:
                     key = (record.from_node, env.origin, env.seq)
                     category = "report data: retransmission" if key in first_sends else "report data: first send"
-                    if record.hop_limit > 0 and linked_directly(record.from_node, to_node):
+                    if record.hop_limit > 0 and linked_directly(record.from_node, record.to_node):
                         category += " (the long way, to a hub it also reaches directly)"
                     first_sends.add(key)
             else:

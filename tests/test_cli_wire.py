@@ -265,19 +265,6 @@ def test_decode_of_a_compact_delivered_notice_says_which_reports_hq_has(world, r
     assert json.loads(result.stdout) == {"frame": "delivered notice", "from_camp": 412, "hq_has": ["7:3", "7:4"]}
 
 
-def test_decode_of_a_forward_shows_where_it_goes_the_notice_riding_in_it_and_the_report(world, run):
-    hexed = ok(run("encode", "needs", "--json", world.needs_json, "--key", world.camp, cwd=world.root)).strip()
-    notice = linkauth.encode_custody_notice(linkauth.CustodyNotice(412, (0x1234ABCD,), bytes(8)))
-    forward = linkauth.encode_forward(linkauth.Forward(0x0A0B0C0D, 0x01020304, notice, bytes.fromhex(hexed)))
-    result = run("decode", forward.hex(), "--registry", world.registry, cwd=world.root)
-    assert result.returncode == 0, result.stderr
-    head, riding, report = (json.loads(line) for line in result.stdout.splitlines())
-    assert head == {"frame": "forward", "next_hop": "!0a0b0c0d", "notice_for": "!01020304"}
-    assert riding == {"frame": "custody notice", "from_camp": 412, "answers": ["1234abcd"], "delivered": False}
-    assert report["provenance"] == "verified"
-    assert "cut short" in one_line_error(run("decode", forward[:12].hex(), cwd=world.root))
-
-
 def test_decode_of_a_tampered_envelope_fails_in_one_line(world, run):
     hexed = ok(run("encode", "needs", "--json", world.needs_json, "--key", world.camp, "--seq", "1234",
                    cwd=world.root)).strip()

@@ -56,9 +56,10 @@ class World:
 
     def frames_to(self, node: int) -> list[tuple[int, linkauth.CustodyNotice]]:
         """B's link frames to `node`: (packet id, notice)."""
+        sent = zip(self.radio.sent, self.radio.sent_ids, strict=True)
         return [
             (pid, linkauth.decode_custody_notice(payload))
-            for to, payload, pid in self.radio.messages()
+            for (to, payload, _), pid in sent
             if to == node and linkauth.is_link_frame(payload)
         ]
 
@@ -66,7 +67,8 @@ class World:
         return [(pid, n) for pid, n in self.frames_to(ORIGIN) if not n.packet_ids]
 
     def data_to_c(self) -> list[int]:
-        return [pid for to, payload, pid in self.radio.messages() if to == C and not linkauth.is_link_frame(payload)]
+        sent = zip(self.radio.sent, self.radio.sent_ids, strict=True)
+        return [pid for (to, payload, _), pid in sent if to == C and not linkauth.is_link_frame(payload)]
 
     def signed_delivered_broadcasts(self) -> int:
         return sum(

@@ -34,7 +34,7 @@ async def test_a_report_taken_back_goes_alone_and_new_ones_batch_under_their_own
         def data_to_c() -> list[tuple[int, Envelope]]:
             return [
                 (pid, Envelope.from_bytes(payload))
-                for to, payload, pid in radio.messages()  # (a custody notice for C may ride in one)
+                for (to, payload, _), pid in zip(radio.sent, radio.sent_ids, strict=True)
                 if to == C and linkauth.frame_kind(payload) in (Kind.NEEDS, Kind.BATCH)
             ]
 

@@ -14,11 +14,9 @@ import pytest
 from meshd.clock import Clock
 from meshd.config import HubConfig
 from meshd.daemon.hub import Hub
-from meshd.radio.api import BROADCAST
 from meshd.radio.sim import SimNetwork, line_topology
 from meshd.wire import linkauth
 from meshd.wire.envelope import Kind
-from tests.support.fakemesh import unwrap
 from tests.support.hubs import FakeUplink, provision, running
 from tests.test_relay_crash import TIMING
 from tests.test_relay_line import needs, wait_for
@@ -104,19 +102,18 @@ async def test_five_hubs_in_a_lossy_line_deliver_every_report_exactly_once(tmp_p
         assert net.stats.losses > 0
         assert sum(h.relay.counters["retransmissions"] for h in hubs if h.relay is not None) > 0
         # hubs that know each other (from their beacons) answer with compact notices under their link key
-        # (a forward's two parts apart: the envelope it passes on, and the custody notice riding in it)
-        messages = [part for r in net.on_air if r.portnum == 256 for _, part in unwrap(r.to_node, r.payload)]
-        notices = [linkauth.is_link_frame(m) for m in messages if linkauth.frame_kind(m) is Kind.CUSTODY]
+        notices = [
+            linkauth.is_link_frame(r.payload)
+            for r in net.on_air
+            if r.portnum == 256 and linkauth.frame_kind(r.payload) is Kind.CUSTODY
+        ]
         assert notices
         assert sum(notices) > len(notices) / 2, f"{sum(notices)} of {len(notices)} custody notices compact"
-        link_notices = [linkauth.decode_custody_notice(m) for m in messages if linkauth.is_link_frame(m)]
-        # the middle hubs passed reports on with their custody notice for the hub behind riding in the same frame,
-        # and the hubs behind took custody from those
-        riding = sum(h.relay.counters["custody_acks_riding"] for h in hubs if h.relay is not None)
-        heard = sum(h.relay.counters["custody_notices_heard_riding"] for h in hubs if h.relay is not None)
-        assert riding > 0
-        assert 0 < heard <= riding
-        assert any(linkauth.is_forward(r.payload) and r.to_node == BROADCAST for r in net.on_air)
+        link_notices = [
+            linkauth.decode_custody_notice(r.payload)
+            for r in net.on_air
+            if r.portnum == 256 and linkauth.is_link_frame(r.payload)
+        ]
         # the uplink hub's notices said "delivered" too, and its neighbour took the news from them
         assert any(notice.delivered for notice in link_notices)
         assert hubs[3].relay is not None

@@ -123,17 +123,7 @@ def check_provenance(env: Envelope, registry: Registry | None) -> Provenance:
 def cmd_decode(args: argparse.Namespace) -> int:
     text = sys.stdin.read() if args.data == "-" else args.data
     raw = parse_frame_text(text)
-    if linkauth.is_forward(raw):
-        # a report passed on with a custody notice for another hub riding in it: both parts, then the report
-        forward = linkauth.decode_forward(raw)
-        print(
-            json.dumps(
-                {"frame": "forward", "next_hop": f"!{forward.next_hop:08x}", "notice_for": f"!{forward.notice_to:08x}"}
-            )
-        )
-        print_link_frame(forward.notice)
-        raw = forward.envelope
-    elif linkauth.is_link_frame(raw):
+    if linkauth.is_link_frame(raw):
         return print_link_frame(raw)
     env = Envelope.from_bytes(raw)
     registry = load_registry(args.registry) if args.registry else None

@@ -68,11 +68,10 @@ REPEAT_ANSWERS_TIMES = 2
 # Delivered news for a neighbour rides in the custody notices we send it; news no custody notice took within
 # NEWS_WAIT_S (scenario s) goes in a short notice of its own. Either is answered like a data frame.
 NEWS_WAIT_S = 60.0
-# A notice of news goes again until answered (backing off from NEWS_WAIT_S to one notice interval at most):
-# both it and the answer must arrive (0.64 at 20 % loss, less at a busy hub), so three rounds missed one hop in
-# twenty (bench receipts 142/153); eight miss one in 3,500. (Six rounds doubling without a cap took half an
-# hour: receipts still on their way when bench/sim_network.py stopped waiting, 145/146 in some runs.)
-NEWS_ROUNDS = 8
+# A notice of news goes again until answered (backing off from NEWS_WAIT_S): both it and the answer must
+# arrive (0.64 at 20 % loss), so three rounds missed one hop in twenty (bench receipts 142/153); six miss one
+# in 450, over about an hour.
+NEWS_ROUNDS = 6
 NEWS_LIMIT = 1000  # untold ids looked at per notice interval
 
 
@@ -84,18 +83,6 @@ class _Answer:
     reports: list[tuple[int, int]]
     times: int = 0  # notices that named it
     delivered: bool = False  # one of them said HQ has its reports
-
-
-@dataclass(slots=True)
-class _Rider:
-    """A custody notice riding in a forward (see Relay._take_rider)."""
-
-    node: int  # the hub it answers
-    frames: dict[int, list[tuple[int, int]]]  # the frames of that hub it answers (packet id -> report ids)
-    pending: list[int]  # every packet id it names (those frames, and recent answers named again)
-    hops: int
-    frame: bytes  # the forward, ready to send
-    news: list[tuple[int, int]]  # Delivered news for that hub in the notice
 
 
 @dataclass(slots=True)
@@ -340,9 +327,6 @@ class Relay:
         if packet.portnum != self.radio_config.portnum:
             return
         self.routes.heard_from(packet.from_node, self.clock.now())
-        if linkauth.is_forward(packet.payload):
-            await self._on_forward(packet)
-            return
         if linkauth.is_link_frame(packet.payload):
             await self._on_link_frame(packet)
             return
@@ -473,22 +457,6 @@ class Relay:
             if all(key in by_key for key in entry.report_keys()):
                 entries.append(entry)
         await self._hand_over(entries, packet.from_node)
-
-    async def _on_forward(self, packet: ReceivedPacket) -> None:
-        """A neighbour passing a report on, broadcast with a custody notice riding in it: the envelope is ours
-        if we are its next hop, the notice if it is for us; every other hub that hears it has nothing to do."""
-        try:
-            forward = linkauth.decode_forward(packet.payload)
-        except MeshdError as exc:
-            self.counters["rejected_malformed"] += 1
-            log.info("dropped malformed forward from !%08x: %s", packet.from_node, exc)
-            return
-        me = self.radio.my_node
-        if forward.notice_to == me:
-            self.counters["custody_notices_heard_riding"] += 1
-            await self._on_link_frame(replace(packet, payload=forward.notice, to_node=me))
-        if forward.next_hop == me:
-            await self._on_packet(replace(packet, payload=forward.envelope, to_node=me))
 
     async def _on_link_frame(self, packet: ReceivedPacket) -> None:
         """A compact custody notice: the frames it names by packet id, under the link key we share with its
@@ -733,72 +701,6 @@ class Relay:
             await self._transmit(chunk, to=node, hop_limit=hops, alert=True, wait_budget=True)
             self.counters["custody_acks_sent"] += 1
 
-    async def _take_rider(self, next_hop: int, envelope: bytes, hop_limit: int) -> _Rider | None:
-        """A custody notice that can ride in the data frame we are about to send to `next_hop`, sent as a
-        broadcast forward instead (see linkauth.Forward): one whose wait has not run out yet (usually for the
-        hub we got this very report from, a moment ago), to a hub the frame reaches anyway. Its own frame would
-        cost a neighbour as much airtime as ~50 more bytes in ours. Taken off the timer; `_rider_sent` puts it
-        back if the frame was not sent. None when nothing fits: notices that would say "delivered" keep their
-        own frame (HQ having the reports spares the news we would send)."""
-        for node in list(self._ack_flush):
-            frames = self._pending_answers.get(node)
-            camp = self._camp_of(node)
-            if (
-                not frames
-                or camp is None
-                or not self._has_link_key(camp)
-                or self._ack_hops.get(node, 0) > hop_limit
-                or len(frames) + REPEAT_ANSWERS > linkauth.MAX_IDS
-            ):
-                continue
-            ids = sorted({key for keys in frames.values() for key in keys})
-            if ids and await self.store.all_delivered(ids):
-                continue
-            if node not in self._ack_flush or self._pending_answers.get(node) is not frames:
-                continue  # its own notice went while we looked
-            pending = list(frames) + await self._repeat_answers(node, list(frames), delivered=False)
-            make = partial(self._forward_with_notice, next_hop, envelope, node, camp, pending)
-            try:
-                frame, news = fit_news(make, self._news_to_carry(node), at_least_one=False)
-            except EncodeError:
-                continue  # too big to ride: it keeps its own frame
-            if node not in self._ack_flush or self._pending_answers.get(node) is not frames:
-                continue
-            self._ack_flush.pop(node).cancel()
-            del self._pending_answers[node]
-            return _Rider(node, frames, pending, self._ack_hops.pop(node, 0), frame, news)
-        return None
-
-    def _forward_with_notice(
-        self,
-        next_hop: int,
-        envelope: bytes,
-        node: int,
-        camp: int,
-        pending: list[int],
-        *,
-        reports: list[tuple[int, int]],
-    ) -> bytes:
-        notice = self.link_keys.custody_notice(camp, pending, reports=reports)
-        return linkauth.encode_forward(linkauth.Forward(next_hop, node, notice, envelope))
-
-    def _rider_sent(self, rider: _Rider, packet_id: int | None) -> None:
-        if packet_id is None:  # not sent: the notice waits for its own frame again
-            for answered_id, keys in rider.frames.items():
-                self._queue_custody_ack(rider.node, keys, rider.hops, answered_id)
-            return
-        now = self.clock.now()
-        answered = self._answered[rider.node]
-        for answered_id in rider.pending:
-            answer = answered.pop(answered_id, None) or _Answer(now, rider.frames.get(answered_id, []))
-            answer.times += 1
-            answered[answered_id] = answer  # most recently answered last
-        self.counters["custody_acks_sent"] += 1
-        self.counters["custody_acks_riding"] += 1
-        if rider.news:
-            self._news_sent(rider.node, rider.news, packet_id, own_notice=False)
-            self.counters["news_in_custody_notices"] += 1
-
     async def _repeat_answers(self, node: int, pending: list[int], *, delivered: bool) -> list[int]:
         """Frames of `node` our last notices answered, to name again (their notice may have been lost: then
         this one spares a retransmission of the whole frame). A notice that says "delivered" names only frames
@@ -917,8 +819,7 @@ class Relay:
     async def _send_news(self, wait: float) -> None:
         """A short Delivered notice to each neighbour with news that no frame of ours named within `wait`. Like
         the custody notices that carry news, it is answered like a data frame, and the news goes again until
-        answered (after `wait`, then twice as long each time up to a notice interval, NEWS_ROUNDS notices of its
-        own at most)."""
+        answered (after `wait`, then twice as long each time, NEWS_ROUNDS notices of its own at most)."""
         now = self.clock.now()
         for node in list(self._news):
             pending = self._news[node]
@@ -939,8 +840,7 @@ class Relay:
             keys = [
                 key
                 for key, news in pending.items()
-                if now - news.since >= wait
-                and now - news.sent_at >= min(wait * 2 ** max(0, news.sends - 1), self.timing.notice_interval_s)
+                if now - news.since >= wait and now - news.sent_at >= wait * 2 ** max(0, news.sends - 1)
             ]
             hops = max(self.routes.radio_hops_to(node), self._upstream.get(node, (0, 0.0))[0])
             while keys:
@@ -1124,11 +1024,7 @@ class Relay:
                     return max(self.budget.wait_s(cost, self.clock.now(), alert=True), 1.0)
                 continue  # an alert further down may still fit the reserve
             hop_limit = self._data_hop_limit(entry, hop)
-            rider = await self._take_rider(hop.node, raw, hop_limit)
-            frame, to = (rider.frame, BROADCAST) if rider is not None else (raw, hop.node)
-            packet_id = await self._transmit(frame, to=to, hop_limit=hop_limit, alert=alert, wait_budget=False)
-            if rider is not None:
-                self._rider_sent(rider, packet_id)
+            packet_id = await self._transmit(raw, to=hop.node, hop_limit=hop_limit, alert=alert, wait_budget=False)
             if packet_id is None:
                 return 5.0
             self._pinned.discard(entry.key)  # notices for this send may hand it over again

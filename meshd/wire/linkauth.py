@@ -24,15 +24,6 @@ Frame (on the meshd port, beside envelopes):
     [section]     report ids HQ has, as in a signed Delivered body (per origin, seq deltas; bodies.Delivered)
     8 bytes       tag: HMAC-SHA256(link key, context || type || sender || receiver || ids || section), truncated
 
-Forward (type 0x08): a data frame passed on to the next hub as a broadcast, with a custody notice for another
-neighbour riding in it (see `Forward`); when a hub passes a report on within the short wait before its custody
-notice to the hub it came from, that hub hears the notice in the forward instead of in a frame of its own.
-    0x00 0x08     marker, type
-    4 bytes       node number of the next hop (little-endian): the envelope is for it
-    4 bytes       node number the custody notice is for
-    1 byte        length of the notice, then the notice (a compact custody notice frame as above)
-    rest          the envelope
-
 An uplink hub whose uplink already has the reports when it answers (type 0x03) saves the Delivered notice
 that would otherwise follow for them: the sender learns both at once. Delivered news for reports a hub got
 from a neighbour goes back to that neighbour under their link key: in the next custody notice to it if one
@@ -61,7 +52,6 @@ MARKER = 0x00
 TYPE_CUSTODY = 0x01
 TYPE_CUSTODY_DELIVERED = 0x03
 TYPE_DELIVERED = 0x04
-TYPE_FORWARD = 0x08
 _CUSTODY_BIT, _HQ_BIT, _REPORTS_BIT = 0x01, 0x02, 0x04
 _TYPES = frozenset({0x01, 0x03, 0x04, 0x05, 0x07})
 TAG_LEN = 8
@@ -267,70 +257,9 @@ def decode_custody_notice(data: bytes) -> CustodyNotice:
     return CustodyNotice(camp, tuple(packet_ids), bytes(tag), bool(frame_type & _HQ_BIT), reports, section)
 
 
-@dataclass(frozen=True, slots=True)
-class Forward:
-    """A data frame passed on to the next hub, broadcast so that a custody notice can ride along (type 0x08).
-
-    `envelope` is the report's signed envelope, for `next_hop` only; `notice` is a compact custody notice for
-    `notice_to` (which verifies it under its link key with the sender, as if it had come on its own). Every
-    other hub that hears the frame ignores it. The notice costs the sender ~25 bytes in a frame it sends
-    anyway, where a frame of its own costs as much airtime as ~50 bytes more (preamble and headers).
-    """
-
-    next_hop: int  # node number of the hub the envelope is for
-    notice_to: int  # node number of the hub the custody notice is for
-    notice: bytes  # a compact custody notice frame (see encode_custody_notice)
-    envelope: bytes
-
-
-_FORWARD_HEAD = struct.Struct("<BBIIB")  # marker, type, next hop, notice receiver, notice length
-
-
-def encode_forward(forward: Forward) -> bytes:
-    if not is_link_frame(forward.notice) or is_forward(forward.notice):
-        raise EncodeError("a forward carries one compact custody notice")
-    if not forward.envelope or is_link_frame(forward.envelope):
-        raise EncodeError("a forward carries one envelope")
-    for node in (forward.next_hop, forward.notice_to):
-        if not 0 < node < UINT32_MAX:
-            raise EncodeError(f"node number {node!r} is not a hub's")
-    if len(forward.notice) > 255:
-        raise EncodeError("custody notice too long to ride in a forward")
-    head = _FORWARD_HEAD.pack(MARKER, TYPE_FORWARD, forward.next_hop, forward.notice_to, len(forward.notice))
-    frame = head + forward.notice + forward.envelope
-    if len(frame) > MAX_FRAME_LEN:
-        raise EncodeError(f"forward of {len(frame)} bytes does not fit one packet ({MAX_FRAME_LEN})")
-    return frame
-
-
-def is_forward(payload: bytes) -> bool:
-    return payload[:2] == bytes([MARKER, TYPE_FORWARD])
-
-
-def decode_forward(data: bytes) -> Forward:
-    """Parse a forward; `DecodeError` for anything else. The parts are checked when they are used: the
-    envelope by its signature, the notice by its tag."""
-    if not is_forward(data):
-        raise DecodeError("not a forward frame")
-    if len(data) < _FORWARD_HEAD.size:
-        raise DecodeError(f"forward of {len(data)} bytes ends inside its header")
-    _, _, next_hop, notice_to, notice_len = _FORWARD_HEAD.unpack_from(data)
-    notice = bytes(data[_FORWARD_HEAD.size : _FORWARD_HEAD.size + notice_len])
-    envelope = bytes(data[_FORWARD_HEAD.size + notice_len :])
-    if len(notice) != notice_len or not envelope:
-        raise DecodeError("forward is cut short")
-    if not is_link_frame(notice) or is_forward(notice) or is_link_frame(envelope):
-        raise DecodeError("forward does not carry a custody notice and an envelope")
-    if not (0 < next_hop < UINT32_MAX and 0 < notice_to < UINT32_MAX):
-        raise DecodeError("forward names a node number no hub has")
-    return Forward(next_hop, notice_to, notice, envelope)
-
-
 def frame_kind(payload: bytes) -> Kind:
     """What a frame on the meshd port carries (a compact notice is a custody notice, or a Delivered notice when
-    it answers no frame; a forward, the kind of its envelope); `DecodeError` if none."""
-    if is_forward(payload):
-        return Envelope.from_bytes(decode_forward(payload).envelope).kind
+    it answers no frame); `DecodeError` if none."""
     if is_link_frame(payload):
         notice = decode_custody_notice(payload)
         return Kind.CUSTODY if notice.packet_ids else Kind.DELIVERED

@@ -10,16 +10,6 @@ import random
 from collections import Counter
 
 from meshd.radio.api import BROADCAST, LinkState, LinkStateChanged, Priority, RadioEvent, ReceivedPacket
-from meshd.wire import linkauth
-
-
-def unwrap(to: int, payload: bytes) -> list[tuple[int, bytes]]:
-    """What a frame says to whom: a forward (a broadcast with a custody notice riding in it) is an envelope
-    for its next hop and a notice for another hub; any other frame is itself, to its destination."""
-    if linkauth.is_forward(payload):
-        forward = linkauth.decode_forward(payload)
-        return [(forward.next_hop, forward.envelope), (forward.notice_to, forward.notice)]
-    return [(to, payload)]
 
 
 class FakeMesh:
@@ -79,14 +69,6 @@ class FakeRadio:
         self.events.put_nowait(LinkStateChanged(LinkState.READY))
         self.sent: list[tuple[int, bytes, Priority]] = []
         self.sent_ids: list[int] = []  # the packet id of each frame in `sent`
-
-    def messages(self) -> list[tuple[int, bytes, int]]:
-        """Every message this radio sent, as (to, payload, packet id), a forward's two parts apart (see unwrap)."""
-        return [
-            (to, part, pid)
-            for (sent_to, payload, _), pid in zip(self.sent, self.sent_ids, strict=True)
-            for to, part in unwrap(sent_to, payload)
-        ]
 
     @property
     def state(self) -> LinkState:
