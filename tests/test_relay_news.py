@@ -158,6 +158,21 @@ async def test_unanswered_news_is_given_up_after_notice_rounds(tmp_path):
         assert len(w.news_notices()) == relay_module.NEWS_ROUNDS
 
 
+async def test_a_neighbour_behind_a_hill_relay_gets_twice_the_rounds(tmp_path):
+    # the report came through a relay radio (one hop away): news and answers both cross the busy relay
+    async with world(tmp_path) as w:
+        via_relay = ReceivedPacket(
+            from_node=ORIGIN, to_node=B, packet_id=0x100, portnum=256, payload=w.report(1).to_bytes(), hop_start=1
+        )
+        w.radio.deliver(via_relay)
+        await w.hq_has_it_via_c(1, 0x101)
+        rounds = 2 * relay_module.NEWS_ROUNDS
+        await wait_for(lambda: len(w.news_notices()) >= rounds, limit_s=20)
+        await asyncio.sleep(3 * FAST_TIMING.notice_interval_s / SPEEDUP)
+        assert len(w.news_notices()) == rounds
+        assert w.relay.counters["news_given_up"] == 1
+
+
 async def test_news_rides_in_the_custody_notice_for_the_next_report_instead(tmp_path):
     # a notice interval long enough that the next report surely comes within the wait for a custody notice
     async with world(tmp_path, dataclasses.replace(FAST_TIMING, notice_interval_s=150.0)) as w:
