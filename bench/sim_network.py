@@ -55,6 +55,7 @@ import logging
 import math
 import random
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -63,6 +64,7 @@ import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -332,7 +334,7 @@ class MeshdRun:
     origin_error: str = ""
     channel: dict[str, int] = field(default_factory=dict)  # the simulator's totals (whole run)
     receipts: int = 0  # reports whose origin hub knows HQ has them, at the end
-    no_receipt: dict[str, list[int]] = field(default_factory=dict)  # id -> camps that know HQ has it
+    no_receipt: dict[str, list[str]] = field(default_factory=dict)  # id -> camps that know HQ has it
     receipts_at_s: float = 0.0  # scenario s from the start when the last receipt came (or the wait ended)
 
 
@@ -481,20 +483,33 @@ async def receipts(originated: list[Originated], hubs: dict[int, Hub]) -> int:
     return known
 
 
-async def news_stops(originated: list[Originated], hubs: dict[int, Hub]) -> dict[str, list[int]]:
+def told_whom(key: tuple[int, int], conn: sqlite3.Connection) -> tuple[int, int]:
+    """The node a hub is to pass the news of `key` to, and whether it has (0, 0: none recorded)."""
+    found = conn.execute("SELECT tell_node, notified FROM delivered WHERE origin = ? AND seq = ?", key).fetchone()
+    return (int(found[0] or 0), int(found[1])) if found else (0, 0)
+
+
+async def news_stops(originated: list[Originated], hubs: dict[int, Hub]) -> dict[str, list[str]]:
     """For each report whose origin hub does not know HQ has it: the camps that do know (where the news
-    stopped on its way back)."""
-    out: dict[str, list[int]] = {}
+    stopped on its way back), each with the camp it was to tell next and whether it did (or gave up)."""
+    camp_of = {hub.relay.radio.my_node: camp for camp, hub in hubs.items() if hub.relay is not None}
+    out: dict[str, list[str]] = {}
     for o in originated:
         origin, _, seq = o.id.partition(":")
         home = hubs[o.planned.camp].store
         if home is None or await home.is_delivered(int(origin), int(seq)):
             continue
-        out[o.id] = [
-            camp
-            for camp, hub in hubs.items()
-            if hub.store is not None and await hub.store.is_delivered(int(origin), int(seq))
-        ]
+        knowing: list[str] = []
+        for camp, hub in hubs.items():
+            store = hub.store
+            if store is None or not await store.is_delivered(int(origin), int(seq)):
+                continue
+            tell, told = await store.db.read(partial(told_whom, (int(origin), int(seq))))
+            knowing.append(
+                f"{camp}"
+                + (f" (to tell camp {camp_of.get(tell, hex(tell))}: {'done' if told else 'not yet'})" if tell else "")
+            )
+        out[o.id] = knowing
     return out
 
 
