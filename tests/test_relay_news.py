@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -156,6 +157,26 @@ async def test_unanswered_news_is_given_up_after_notice_rounds(tmp_path):
         await wait_for(lambda: len(w.news_notices()) >= relay_module.NEWS_ROUNDS, limit_s=15)
         await asyncio.sleep(3 * FAST_TIMING.notice_interval_s / SPEEDUP)
         assert len(w.news_notices()) == relay_module.NEWS_ROUNDS
+
+
+async def test_news_notices_are_not_sent_on_a_fixed_period(tmp_path):
+    # Two hubs with the same fixed period and nearly the same phase collide at a common neighbour every round.
+    async with world(tmp_path) as w:
+        mesh = w.radio.mesh
+        mesh.clock = w.relay.clock  # the mesh records when each frame went on the air
+        w.deliver(w.report(1).to_bytes(), ORIGIN, 0x100)
+        await w.hq_has_it_via_c(1, 0x101)
+        await wait_for(lambda: len(w.news_notices()) >= 7, limit_s=20)
+        sent_at = [
+            at
+            for (sender, to, payload), at in zip(mesh.on_air, mesh.on_air_at, strict=True)
+            if sender == B and to == ORIGIN and linkauth.is_link_frame(payload)
+            and not linkauth.decode_custody_notice(payload).packet_ids
+        ]
+        tick = min(relay_module.NEWS_WAIT_S, FAST_TIMING.notice_interval_s / 2)
+        # on a fixed period every gap would be a whole number of ticks
+        off_tick = [abs(b - a - tick * round((b - a) / tick)) for a, b in itertools.pairwise(sent_at)]
+        assert max(off_tick) > 0.05 * tick, (sent_at, off_tick)
 
 
 async def test_a_neighbour_behind_a_hill_relay_gets_twice_the_rounds(tmp_path):

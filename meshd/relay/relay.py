@@ -798,7 +798,11 @@ class Relay:
         ticks_per_interval = max(1, round(self.timing.notice_interval_s / wait))
         tick = 0
         while True:
-            await self.clock.sleep(wait)
+            # Jittered: with a fixed period, two hubs whose loops started within a second of each other sent
+            # their news at the same moment every round, and where both reach a third hub (hidden from each
+            # other) the notices collided there every time: news to that hub was given up after every round
+            # failed (bench/sim_network.py --seed 4: camp 8's receipts, from camps 3 and 7).
+            await self.clock.sleep(wait * self.rng.uniform(0.75, 1.25))
             tick += 1
             if tick % ticks_per_interval == 0:
                 # News for a neighbour stays untold in the store until it answers (or we give up), so a restart
