@@ -55,7 +55,6 @@ import logging
 import math
 import random
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -64,7 +63,6 @@ import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -483,12 +481,6 @@ async def receipts(originated: list[Originated], hubs: dict[int, Hub]) -> int:
     return known
 
 
-def told_whom(key: tuple[int, int], conn: sqlite3.Connection) -> tuple[int, int]:
-    """The node a hub is to pass the news of `key` to, and whether it has (0, 0: none recorded)."""
-    found = conn.execute("SELECT tell_node, notified FROM delivered WHERE origin = ? AND seq = ?", key).fetchone()
-    return (int(found[0] or 0), int(found[1])) if found else (0, 0)
-
-
 async def news_stops(originated: list[Originated], hubs: dict[int, Hub]) -> dict[str, list[str]]:
     """For each report whose origin hub does not know HQ has it: the camps that do know (where the news
     stopped on its way back), each with the camp it was to tell next and whether it did (or gave up)."""
@@ -501,10 +493,10 @@ async def news_stops(originated: list[Originated], hubs: dict[int, Hub]) -> dict
             continue
         knowing: list[str] = []
         for camp, hub in hubs.items():
-            store = hub.store
-            if store is None or not await store.is_delivered(int(origin), int(seq)):
+            state = await hub.store.news_state(int(origin), int(seq)) if hub.store is not None else None
+            if state is None:
                 continue
-            tell, told = await store.db.read(partial(told_whom, (int(origin), int(seq))))
+            tell, told = state
             knowing.append(
                 f"{camp}"
                 + (f" (to tell camp {camp_of.get(tell, hex(tell))}: {'done' if told else 'not yet'})" if tell else "")

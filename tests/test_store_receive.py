@@ -248,5 +248,8 @@ async def test_news_stays_untold_until_marked_so_a_restart_sends_it_again(tmp_pa
         assert await store.untold_news() == {NEIGHBOUR: [(7, 1)]}  # on its way, not told yet
     async with HubStore(path) as store:  # the power went: still untold
         assert await store.untold_news() == {NEIGHBOUR: [(7, 1)]}
+        assert await store.news_state(7, 1) == (NEIGHBOUR, False)
         await store.mark_notified([(7, 1)])  # the neighbour answered
         assert await store.untold_news() == {}
+        assert await store.news_state(7, 1) == (NEIGHBOUR, True)
+        assert await store.news_state(7, 2) is None  # not known delivered here

@@ -602,6 +602,18 @@ class HubStore:
 
         return await self.db.read(op)
 
+    async def news_state(self, origin: int, seq: int) -> tuple[int, bool] | None:
+        """For a delivered id: the node its news goes to (0: every neighbour) and whether it was told (or given
+        up on); None if this hub does not know HQ has it. (Where news stopped, for diagnostics.)"""
+
+        def op(conn: sqlite3.Connection) -> tuple[int, bool] | None:
+            row = conn.execute(
+                "SELECT tell_node, notified FROM delivered WHERE origin = ? AND seq = ?", (origin, seq)
+            ).fetchone()
+            return (int(row[0] or 0), bool(row[1])) if row else None
+
+        return await self.db.read(op)
+
     async def mark_notified(self, ids: list[tuple[int, int]]) -> None:
         """The mesh has been told of these delivered ids (a hub answered our news, or a custody notice said so)."""
         if not ids:
