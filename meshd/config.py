@@ -60,8 +60,8 @@ class TimingSection:
     speedup: float = 1.0  # only with the simulator: how much faster than real time the scenario runs
     custody_ack_delay_s: float = 2.0
     custody_timeout_s: float = 20.0
-    beacon_interval_s: float = 900.0
-    beacon_interval_max_s: float = 3600.0
+    beacon_interval_s: float = 1800.0
+    beacon_interval_max_s: float = 7200.0
     beacon_min_gap_s: float = 20.0
     notice_interval_s: float = 300.0
     batch_wait_s: float = 120.0

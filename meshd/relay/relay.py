@@ -101,11 +101,15 @@ class RelayTiming:
 
     custody_ack_delay_s: float = 2.0  # gather custody notices for this long before answering
     custody_timeout_s: float = 20.0  # beyond the airtime of frame + notice; retry after this, backing off
-    beacon_interval_s: float = 900.0
-    # Like RFC 6206's Trickle timer (RPL's route beacons): while our route stays the same, the wait for the
-    # next periodic beacon doubles up to this; any change starts again from `beacon_interval_s`. Camp hubs
-    # are fixed infrastructure: a beacon that repeats the last one every 15 minutes was 10-14 % of the airtime.
-    beacon_interval_max_s: float = 3600.0
+    # Like RFC 6206's Trickle timer (RPL's route beacons): after any change of our route, a beacon at once,
+    # then the next periodic one after `beacon_interval_s`; while the route stays the same, the wait doubles
+    # up to `beacon_interval_max_s`. Camp hubs are fixed infrastructure and a neighbour that could do better
+    # through us is answered at once (`_on_beacon`), so the periodic beacon only refreshes routes (stale after
+    # 3.5 x the longest interval) and catches up a neighbour that missed a change. Every 15 minutes, backing
+    # off to hourly, beacons were still 12-14 % of the airtime in bench/sim_network.py (two periodic waves in
+    # its first hour, each repeated by the hill relays); 30 minutes backing off to two hours: about 5 %.
+    beacon_interval_s: float = 1800.0
+    beacon_interval_max_s: float = 7200.0
     beacon_min_gap_s: float = 20.0
     notice_interval_s: float = 300.0
     batch_wait_s: float = 120.0  # let a burst of field reports gather into one batch (not for alerts)
