@@ -45,7 +45,7 @@ class RadioSection:
 class RelaySection:
     duty_cycle_pct: float = 10.0  # operator's airtime budget as % of each hour (the region may cap it lower)
     alert_reserve_pct: float = 20.0  # share of the budget only alerts may use
-    batch_max: int = 5
+    batch_max: int = 8  # (a batch of 8 needs reports is ~170 bytes; a longer one is cut to fit one frame)
     retry_initial_s: float = 30.0
     retry_max_s: float = 1800.0
     expiry_h: float = 72.0

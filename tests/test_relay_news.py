@@ -44,6 +44,7 @@ class World:
     links_c: linkauth.LinkKeys
     links_origin: linkauth.LinkKeys
     key_origin: Ed25519PrivateKey
+    key_c: Ed25519PrivateKey
 
     def deliver(self, payload: bytes, sender: int, pid: int, to: int = B) -> None:
         self.radio.deliver(ReceivedPacket(from_node=sender, to_node=to, packet_id=pid, portnum=256, payload=payload))
@@ -118,6 +119,7 @@ async def world(tmp_path, timing: RelayTiming = FAST_TIMING) -> AsyncIterator[Wo
             linkauth.LinkKeys(C, key_c, p.registry),
             linkauth.LinkKeys(ORIGIN, key_origin, p.registry),
             key_origin,
+            key_c,
         )
         w.beacon(C, key_c, 1, 1)
         w.beacon(ORIGIN, key_origin, 0, 2)  # tells B the origin's camp: B can use their link key

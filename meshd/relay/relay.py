@@ -59,6 +59,12 @@ EXPEDITE_AFTER_ATTEMPTS = 3  # reports sent this often without custody are in a 
 EXPEDITE_MAX = 4  # of them brought forward by one working handover
 BROADCAST_REPEAT_SPREAD_S = 10.0  # a hub repeats a new HQ broadcast within this many seconds
 DELIVERED_CHECKS = 5  # looks at the uplink's progress before a custody notice goes without "delivered"
+# A middle hub holds its custody notice for new reports up to this share of `custody_timeout_s`, waiting for
+# the next hub's answer to say HQ has them: then one notice both hands the reports over and tells the sender
+# "delivered", and the Delivered news for them (a frame and its answer on every hop back) is never sent. The
+# sender retries no sooner than 0.9 x the timeout, so the held notice still comes first.
+CUSTODY_HOLD_SHARE = 0.5
+SENT_FRAMES_KEPT_S = 600.0  # our data frames remembered this long: a late "delivered" notice may name them
 NOTICE_ROUNDS = 3  # times a Delivered id is repeated to outer neighbours until one is heard passing it on
 # A compact custody notice also names up to REPEAT_ANSWERS frames it answered in the last notices to the same
 # hub (each at most REPEAT_ANSWERS_TIMES times, within 3 custody timeouts): one notice in five is lost, and
@@ -74,6 +80,7 @@ NEWS_WAIT_S = 60.0
 # hour: receipts still on their way when bench/sim_network.py stopped waiting, 145/146 in some runs.)
 NEWS_ROUNDS = 8
 NEWS_LIMIT = 1000  # untold ids looked at per notice interval
+INTRODUCE_GAP_S = 300.0  # a beacon to introduce us to a neighbour that signs its notices to us: at most this often
 
 
 @dataclass(slots=True)
@@ -202,6 +209,13 @@ class Relay:
         # (the report may be coming back to us, which only the store write will tell)
         self._receiving: set[tuple[int, int]] = set()
         self._notice_rounds: dict[tuple[int, int], int] = {}
+        # per neighbour: may the custody notice now gathering wait for the next hop (only new reports in it)?
+        self._hold_ok: dict[int, bool] = {}
+        self._impatient: set[int] = set()  # neighbours that sent a frame again while we held our notice to them
+        self._hold_wake = asyncio.Event()  # replaced after every set: wakes held notices (news, impatient sender)
+        # our data frames by (to whom, packet id) -> their reports: a notice saying "delivered" may come after
+        # another notice handed them over (a retransmission crossed it)
+        self._sent_frames: dict[tuple[int, int], tuple[float, list[tuple[int, int]]]] = {}
         # Delivered news per neighbour to tell under our link key, and our notices of news awaiting an answer
         self._news: dict[int, dict[tuple[int, int], _News]] = defaultdict(dict)
         self._news_sends: dict[tuple[int, int], list[tuple[int, int]]] = {}  # (node, packet id) -> report ids
@@ -214,6 +228,7 @@ class Relay:
         self._advertised_hops: int | None = None
         self._beacon_wanted = asyncio.Event()
         self._answer_beacon = False
+        self._introduce = False  # a neighbour does not know our camp (it signs its notices to us): beacon soon
         self._lost_gap = 3 * self.timing.beacon_min_gap_s
         self._uplink_last_up = -math.inf
         self._long_backoff = True  # may some report be in a long backoff? (unknown after a restart)
@@ -429,7 +444,11 @@ class Relay:
             self._upstream[packet.from_node] = (packet.hops_away, self.clock.now())
             # custody: we hold it durably now (or HQ does): the sender may drop its copy
             self._queue_custody_ack(
-                packet.from_node, [(r.origin, r.seq) for r in reports], packet.hops_away, packet.packet_id
+                packet.from_node,
+                [(r.origin, r.seq) for r in reports],
+                packet.hops_away,
+                packet.packet_id,
+                hold=result == AcceptResult.NEW,
             )
 
     def _take_unknown_token(self) -> bool:
@@ -448,6 +467,12 @@ class Relay:
         """A signed custody notice (from a hub that does not know our camp yet, or an older hub)."""
         if packet.to_node not in (BROADCAST, self.radio.my_node):
             return
+        if packet.to_node == self.radio.my_node and self.clock.now() - self._last_beacon >= INTRODUCE_GAP_S:
+            # Its sender missed our beacons, so it cannot name our link key: it answers our frames in signed
+            # notices (~85 bytes instead of ~16) and sends its Delivered news to us in signed broadcasts until it
+            # hears our next beacon, which comes half an hour to two hours later. A beacon now introduces us.
+            self._introduce = True
+            self._beacon_wanted.set()
         ids = bodies.decode_delivered_ids(env.body)
         answers = bodies.decode_custody_answers(env.body)
         by_key = set(ids)
@@ -494,7 +519,7 @@ class Relay:
         if notice.reports:
             # HQ has reports we handed that hub: on disk before we answer; the store queues them for the hub we
             # got them from in turn
-            self.counters["delivered_learnt"] += await self.store.mark_delivered(list(notice.reports), published=False)
+            await self._learn_delivered(list(notice.reports))
             self.counters["news_received"] += 1
             # answered like a data frame (the sender names it again until it hears we have it)
             self._queue_custody_ack(packet.from_node, [], packet.hops_away, packet.packet_id)
@@ -514,11 +539,16 @@ class Relay:
             self.counters["custody_stale"] += 1
         entries = [entry for key in keys if (entry := await self.store.get(*key)) is not None]
         await self._hand_over(entries, packet.from_node)
-        if notice.delivered and entries:
-            # ...and HQ has them: what a Delivered notice from that hub would have told us
-            reports = [key for entry in entries for key in entry.report_keys()]
-            self.counters["delivered_learnt"] += await self.store.mark_delivered(reports, published=False)
-            self.counters["custody_delivered_received"] += 1
+        if notice.delivered:
+            # ...and HQ has them: what a Delivered notice from that hub would have told us. Also for frames
+            # another notice handed over already (its answer to our retransmission crossed this one): the hub
+            # sends no news of them after this.
+            reports = {key for entry in entries for key in entry.report_keys()}
+            for send in answered:
+                reports.update(self._sent_frames.get(send, (0.0, []))[1])
+            if reports:
+                await self._learn_delivered(sorted(reports))
+                self.counters["custody_delivered_received"] += 1
 
     async def _hand_over(self, entries: list[OutboxEntry], node: int) -> None:
         """`node` holds these entries durably now (its custody notice answers one of our sends of each)."""
@@ -566,8 +596,16 @@ class Relay:
                 self._notice_rounds.pop(key, None)
         # The store queues the ids we carried by radio for our own notice, so the news travels back along each
         # report's path to its origin hub; hubs that never carried a report stay quiet about it.
-        new = await self.store.mark_delivered(ids, published=False)
-        self.counters["delivered_learnt"] += new
+        await self._learn_delivered(ids)
+
+    async def _learn_delivered(self, ids: list[tuple[int, int]]) -> None:
+        """HQ has these reports (news from a neighbour): on disk, and custody notices held for them may go."""
+        self.counters["delivered_learnt"] += await self.store.mark_delivered(ids, published=False)
+        self._wake_held()
+
+    def _wake_held(self) -> None:
+        self._hold_wake.set()
+        self._hold_wake = asyncio.Event()
 
     def _outer_neighbours(self) -> list[int]:
         """Radio hops to each neighbour farther from the uplinks than us (who may need our notices)."""
@@ -641,7 +679,15 @@ class Relay:
 
     # ------------------------------------------------------------------ custody notices
 
-    def _queue_custody_ack(self, node: int, ids: list[tuple[int, int]], radio_hops: int, packet_id: int) -> None:
+    def _queue_custody_ack(
+        self, node: int, ids: list[tuple[int, int]], radio_hops: int, packet_id: int, *, hold: bool = False
+    ) -> None:
+        """Answer a frame of `node` in our next custody notice to it; `hold`: only new reports in it, which the
+        notice may wait to say are delivered (see CUSTODY_HOLD_SHARE)."""
+        self._hold_ok[node] = self._hold_ok.get(node, True) and hold
+        if not hold:
+            self._impatient.add(node)  # a notice we hold for it goes now (it sent again, or waits for news)
+            self._wake_held()
         answers = self._pending_answers[node]
         answers.pop(packet_id, None)
         answers[packet_id] = ids  # most recent last
@@ -665,12 +711,14 @@ class Relay:
         ids = sorted({key for keys in frames.values() for key in keys})
         pending = list(frames)
         hops = self._ack_hops.pop(node, 0)
+        hold = self._hold_ok.pop(node, False)
+        self._impatient.discard(node)
         camp = self._camp_of(node)
         if camp is not None and pending and self._has_link_key(camp):
             # A compact notice under the key we share with that hub: ~16 bytes where a signed one is ~85. When HQ
             # has every report in those frames (we know it, or our uplink has them), it says so, and spares the
             # news we would otherwise send that hub about them (a retry of a lost one is answered the same way).
-            delivered = bool(ids) and await self._delivered_soon(ids)
+            delivered = bool(ids) and await self._delivered_soon(ids, node=node, hold=hold)
             pending = pending + await self._repeat_answers(node, pending, delivered=delivered)
             news = self._news_to_carry(node)
             now = self.clock.now()
@@ -767,18 +815,34 @@ class Relay:
                 news.sent_at = now
                 news.sends += 1 if own_notice else 0  # (riding in a custody notice costs next to nothing)
 
-    async def _delivered_soon(self, ids: list[tuple[int, int]]) -> bool:
+    async def _delivered_soon(self, ids: list[tuple[int, int]], *, node: int = 0, hold: bool = False) -> bool:
         """Does HQ have all of these (we know it already, or our uplink has them now or within another
         `custody_ack_delay_s`)? A report that came in just before the notice is usually still being published;
-        the sender waits far longer."""
-        for attempt in range(DELIVERED_CHECKS):
-            if attempt:
+        the sender waits far longer. A middle hub (`hold`: new reports it passes on) waits for the next hop's
+        answer to say so, up to CUSTODY_HOLD_SHARE of the custody timeout, unless `node` sends again meanwhile."""
+        if await self.store.all_delivered(ids):
+            return True
+        if self.uplink_up():
+            for _ in range(DELIVERED_CHECKS - 1):
                 await self.clock.sleep(self.timing.custody_ack_delay_s / (DELIVERED_CHECKS - 1))
+                if await self.store.all_delivered(ids):
+                    return True
+            return False
+        # (the custody_ack_delay_s before this call counts toward the hold)
+        held_s = CUSTODY_HOLD_SHARE * self.timing.custody_timeout_s - self.timing.custody_ack_delay_s
+        if not hold or held_s <= 0 or self._uplink_held() or self.routes.next_hop(self.clock.now()) is None:
+            return False  # (an uplink that dropped a moment ago keeps them; no route: nothing passes them on)
+        deadline = self.clock.now() + held_s
+        self.counters["custody_held"] += 1
+        while True:
+            wake = self._hold_wake  # (taken before looking: news that comes meanwhile sets this one)
             if await self.store.all_delivered(ids):
+                self.counters["custody_held_delivered"] += 1
                 return True
-            if not self.uplink_up():
+            left = deadline - self.clock.now()
+            if left <= 0 or node in self._impatient:
                 return False
-        return False
+            await wait_event(wake, self.clock.real(left))  # news of a delivery, or an impatient sender
 
     def _fit_ids(
         self, kind: Kind, ids: list[tuple[int, int]], answers: list[int] | None = None
@@ -911,7 +975,7 @@ class Relay:
             periodic_due = now - max(self._last_beacon, self._last_heard_broadcast) >= self._beacon_period
             lost = hops == 0 and now - self._last_beacon >= self._lost_gap
             news = hops != self._advertised_hops or self._answer_beacon or lost
-            wanted = news or periodic_due
+            wanted = news or periodic_due or self._introduce
             if (
                 wanted
                 and self.radio.state is LinkState.READY
@@ -926,6 +990,7 @@ class Relay:
                 why = (
                     "route_changed" if hops != self._advertised_hops
                     else "answer" if self._answer_beacon
+                    else "introduce" if self._introduce
                     else "no_route" if lost
                     else "periodic"
                 )  # fmt: skip
@@ -952,6 +1017,7 @@ class Relay:
         )
         if sent is not None:
             self._answer_beacon = False
+            self._introduce = False
             # without a route, ask again with growing gaps instead of chattering while an uplink is down
             self._lost_gap = (
                 min(self._lost_gap * 2, self.timing.beacon_interval_s)
@@ -1036,6 +1102,13 @@ class Relay:
                     continue
                 entry = await self._maybe_batch(entry, entries)
                 handled.update(entry.report_keys())
+            elif fresh_local and entry.kind in batchable and entry.n_items == 1:
+                # An alert goes at once, and takes along the needs reports of ours waiting for their batch just
+                # before it: they would otherwise go in a frame of their own (an alert in the middle of a burst
+                # split it in two), and they arrive sooner. bench/sim_network.py's field traffic: one report
+                # frame in six fewer.
+                entry = await self._maybe_batch(entry, entries, before=True)
+                handled.update(entry.report_keys())
             raw = replace(Envelope.from_bytes(entry.envelope), age_s=entry.age_s).to_bytes()
             cost = airtime.payload_airtime_s(len(raw), self.preset, self.radio_config.portnum)
             if not self.budget.can_send(cost, self.clock.now(), alert=alert):
@@ -1049,6 +1122,7 @@ class Relay:
                 return 5.0
             self._pinned.discard(entry.key)  # notices for this send may hand it over again
             self._sends[entry.key].add((hop.node, packet_id))
+            self._sent_frames[(hop.node, packet_id)] = (self.clock.now(), entry.report_keys())
             if hop_limit == 0:
                 self._sent_direct[entry.key] = hop.node
             else:
@@ -1089,11 +1163,15 @@ class Relay:
         # helps when the first copy collides at a busy hub. Kept at two thirds.)
         return hop.radio_hops if worked >= 2 and worked >= 2 * failed else full
 
-    async def _maybe_batch(self, first: OutboxEntry, entries: list[OutboxEntry]) -> OutboxEntry:
-        """Wrap consecutive unsent local reports into one signed batch (stored in place of them)."""
+    async def _maybe_batch(
+        self, first: OutboxEntry, entries: list[OutboxEntry], *, before: bool = False
+    ) -> OutboxEntry:
+        """Wrap consecutive unsent local reports into one signed batch (stored in place of them): `first` and
+        the single needs reports after it, or (`before`: an alert) the ones waiting just before it."""
         run = [first]
         by_seq = {e.seq: e for e in entries if e.origin == first.origin}
-        seq = first.seq + 1
+        step = -1 if before else 1
+        seq = first.seq + step
         while len(run) < self.config.batch_max:
             nxt = by_seq.get(seq)
             if nxt is None or not nxt.local or nxt.attempts or nxt.from_node:
@@ -1103,7 +1181,9 @@ class Relay:
             if nxt.n_items != 1 or nxt.priority >= Prio.ALERT:
                 break
             run.append(nxt)
-            seq += 1
+            seq += step
+        if before:
+            run.reverse()  # in seq order, the alert last
         if len(run) < 2:
             return first
         while len(run) >= 2:
@@ -1112,16 +1192,16 @@ class Relay:
             for e in run:
                 inner = Envelope.from_bytes(e.envelope)
                 items.append(codec.BatchEntry(inner.kind, inner.body, e.age_s - base_age))
-            env = Envelope(first.origin, first.seq, Kind.BATCH, codec.make_batch_body(items), age_s=base_age)
+            env = Envelope(first.origin, run[0].seq, Kind.BATCH, codec.make_batch_body(items), age_s=base_age)
             try:
                 signed = sign(env, self.keys.sign)
             except MeshdError:
-                run.pop()
+                run.pop(0 if before else -1)  # too long for one frame: one needs report fewer (never the alert)
                 continue
             priority = max(e.priority for e in run)
             await self.store.replace_with_batch([e.key for e in run], signed, priority=priority)
             self.counters["batches_built"] += 1
-            batched = await self.store.get(first.origin, first.seq)
+            batched = await self.store.get(first.origin, run[0].seq)
             return batched if batched is not None else first
         return first
 
@@ -1170,6 +1250,9 @@ class Relay:
             if expired:
                 log.warning("%d reports expired undelivered", expired)
             await self.store.prune_seen(DEFAULT_WINDOW * 2)
+            old = self.clock.now() - SENT_FRAMES_KEPT_S
+            for send in [send for send, (when, _) in self._sent_frames.items() if when < old]:
+                del self._sent_frames[send]
             for key in list(self._sends):  # delivered or expired meanwhile: no notice will come for them
                 if await self.store.get(*key) is None:
                     self._sends.pop(key, None)

@@ -1,0 +1,91 @@
+"""An alert goes on the air at once and takes along the needs reports of its hub that wait for their batch just
+before it (`batch_wait_s`): one signed batch frame at alert priority instead of the alert now and the needs
+in a frame of their own later. A real hub (SQLite store, relay) on the in-memory mesh, the test playing its
+uplink neighbour C."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+
+from meshd import keys as keyfiles
+from meshd.clock import Clock
+from meshd.radio.api import BROADCAST, ReceivedPacket
+from meshd.relay.priority import Prio, priority_of
+from meshd.relay.relay import Relay
+from meshd.wire import bodies, codec, linkauth
+from meshd.wire.envelope import Envelope, Kind, sign
+from meshd.wire.text import parse_shorthand
+from tests.support.fakemesh import FakeMesh
+from tests.support.hubs import FAST_TIMING, make_hub, provision, running
+from tests.test_relay_line import needs, wait_for
+
+B, C = 811, 812
+SPEEDUP = 50.0
+TIMING = dataclasses.replace(FAST_TIMING, batch_wait_s=600.0)  # needs reports wait long for their batch
+ALERT = parse_shorthand("A FIRE").body  # type: ignore[union-attr]
+
+
+@contextlib.asynccontextmanager
+async def hub_b(tmp_path, **relay: float) -> AsyncIterator[tuple[Relay, Callable[[], list[Envelope]]]]:
+    p = provision(tmp_path, [B, C])
+    mesh = FakeMesh(seed=9)
+    hub = make_hub(p, B, mesh.radio(B), Clock(speedup=SPEEDUP), TIMING, duty_cycle_pct=100.0, **relay)
+    key_c = keyfiles.load(p.camps[C]).sign
+    async with running([hub]):
+        assert hub.relay is not None
+        radio = mesh.radios[B]
+
+        def data_to_c() -> list[Envelope]:
+            return [
+                Envelope.from_bytes(payload)
+                for to, payload, _ in radio.sent
+                if to == C and not linkauth.is_link_frame(payload)
+            ]
+
+        status = bodies.encode_status({"uplink_hops": 1, "uplink_up": True, "via": 0})
+        beacon = sign(Envelope(C, 0, Kind.STATUS, status), key_c).to_bytes()
+        radio.deliver(ReceivedPacket(from_node=C, to_node=BROADCAST, packet_id=1, portnum=256, payload=beacon))
+        await wait_for(lambda: hub.relay.routes.next_hop(hub.relay.clock.now()) is not None, limit_s=10)
+        yield hub.relay, data_to_c
+
+
+async def test_an_alert_takes_the_waiting_needs_reports_along(tmp_path):
+    async with hub_b(tmp_path) as (relay, data_to_c):
+        first, second = [await relay.originate(Kind.NEEDS, needs(i)) for i in (1, 2)]
+        alert = await relay.originate(Kind.ALERT, ALERT)
+        await wait_for(lambda: len(data_to_c()) >= 1, limit_s=5)  # long before batch_wait_s (12 s real)
+        [frame] = data_to_c()
+        assert (frame.kind, frame.origin, frame.seq) == (Kind.BATCH, B, first.seq)
+        reports = codec.unbatch(frame)
+        assert [(r.kind, r.seq) for r in reports] == [
+            (Kind.NEEDS, first.seq),
+            (Kind.NEEDS, second.seq),
+            (Kind.ALERT, alert.seq),
+        ]
+        assert priority_of(frame) == Prio.ALERT  # every hub on the way treats it as an alert
+        assert relay.counters["batches_built"] == 1
+
+
+async def test_needs_after_the_alert_wait_for_their_own_batch_and_batch_max_holds(tmp_path):
+    async with hub_b(tmp_path, batch_max=3) as (relay, data_to_c):
+        waiting = [await relay.originate(Kind.NEEDS, needs(i)) for i in (1, 2, 3)]
+        alert = await relay.originate(Kind.ALERT, ALERT)
+        after = await relay.originate(Kind.NEEDS, needs(4))
+        await wait_for(lambda: len(data_to_c()) >= 1, limit_s=5)
+        [frame] = data_to_c()
+        # three reports at most: the two needs just before the alert, and the alert
+        assert [r.seq for r in codec.unbatch(frame)] == [waiting[1].seq, waiting[2].seq, alert.seq]
+        # the oldest needs report and the one after the alert still wait for their batch
+        left = {(e.origin, e.seq) for e in await relay.store.pending()}
+        assert {(B, waiting[0].seq), (B, after.seq)} <= left
+
+
+async def test_an_alert_with_nothing_waiting_goes_alone(tmp_path):
+    async with hub_b(tmp_path) as (relay, data_to_c):
+        alert = await relay.originate(Kind.ALERT, ALERT)
+        await wait_for(lambda: len(data_to_c()) >= 1, limit_s=5)
+        [frame] = data_to_c()
+        assert (frame.kind, frame.seq) == (Kind.ALERT, alert.seq)
+        assert relay.counters["batches_built"] == 0
