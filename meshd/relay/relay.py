@@ -607,6 +607,19 @@ class Relay:
         self._hold_wake.set()
         self._hold_wake = asyncio.Event()
 
+    def _neighbour_radio_hops(self) -> list[int]:
+        """Relay radios between us and each neighbour heard within the freshness window (beacons or reports)."""
+        now = self.clock.now()
+        hops = {
+            n.node: n.radio_hops
+            for n in self.routes.neighbours.values()
+            if now - n.heard_at <= self.routes.stale_after_s
+        }
+        for node, (radio_hops, heard_at) in self._upstream.items():
+            if now - heard_at <= self.routes.stale_after_s:
+                hops[node] = max(hops.get(node, 0), radio_hops)
+        return list(hops.values())
+
     def _outer_neighbours(self) -> list[int]:
         """Radio hops to each neighbour farther from the uplinks than us (who may need our notices)."""
         now = self.clock.now()
@@ -994,7 +1007,7 @@ class Relay:
                     else "no_route" if lost
                     else "periodic"
                 )  # fmt: skip
-                if await self._send_beacon(hops):
+                if await self._send_beacon(hops, periodic=why == "periodic"):
                     self.counters[f"beacons_{why}"] += 1
                     # the same route again: wait twice as long next time; anything new: start again
                     self._beacon_period = (
@@ -1005,16 +1018,21 @@ class Relay:
             self._beacon_wanted.clear()
             await wait_event(self._beacon_wanted, self.clock.real(self.timing.beacon_min_gap_s))
 
-    async def _send_beacon(self, hops: int) -> bool:
+    async def _send_beacon(self, hops: int, *, periodic: bool = False) -> bool:
+        """Broadcast our distance to an uplink, as far as a neighbour can be (through relay radios). A periodic
+        beacon, which only refreshes what the neighbours know, goes only as far as the neighbours we know are:
+        where all of them hear us directly, a hill relay need not repeat it (a third of the beacon airtime in
+        bench/sim_network.py was the relays' repeats)."""
         now = self.clock.now()
         hop = None if self._uplink_held() else self.routes.next_hop(now)
         body = bodies.encode_status(
             {"uplink_hops": hops, "uplink_up": self.uplink_up(), "via": hop.camp if hop is not None else 0}
         )
         env = sign(Envelope(self.camp_id, CONTROL_SEQ, Kind.STATUS, body), self.keys.sign)
-        sent = await self._transmit(
-            env.to_bytes(), to=BROADCAST, hop_limit=self.config.neighbour_radio_hops, alert=False, wait_budget=False
-        )
+        reach = self.config.neighbour_radio_hops
+        if periodic:
+            reach = min(reach, max(self._neighbour_radio_hops(), default=0))
+        sent = await self._transmit(env.to_bytes(), to=BROADCAST, hop_limit=reach, alert=False, wait_budget=False)
         if sent is not None:
             self._answer_beacon = False
             self._introduce = False
