@@ -59,11 +59,6 @@ EXPEDITE_AFTER_ATTEMPTS = 3  # reports sent this often without custody are in a 
 EXPEDITE_MAX = 4  # of them brought forward by one working handover
 BROADCAST_REPEAT_SPREAD_S = 10.0  # a hub repeats a new HQ broadcast within this many seconds
 DELIVERED_CHECKS = 5  # looks at the uplink's progress before a custody notice goes without "delivered"
-# A middle hub holds its custody notice for new reports up to this share of `custody_timeout_s`, waiting for
-# the next hub's answer to say HQ has them: then one notice both hands the reports over and tells the sender
-# "delivered", and the Delivered news for them (a frame and its answer on every hop back) is never sent. The
-# sender retries no sooner than 0.9 x the timeout, so the held notice still comes first.
-CUSTODY_HOLD_SHARE = 0.5
 SENT_FRAMES_KEPT_S = 600.0  # our data frames remembered this long: a late "delivered" notice may name them
 NOTICE_ROUNDS = 3  # times a Delivered id is repeated to outer neighbours until one is heard passing it on
 # A compact custody notice also names up to REPEAT_ANSWERS frames it answered in the last notices to the same
@@ -209,10 +204,6 @@ class Relay:
         # (the report may be coming back to us, which only the store write will tell)
         self._receiving: set[tuple[int, int]] = set()
         self._notice_rounds: dict[tuple[int, int], int] = {}
-        # per neighbour: may the custody notice now gathering wait for the next hop (only new reports in it)?
-        self._hold_ok: dict[int, bool] = {}
-        self._impatient: set[int] = set()  # neighbours that sent a frame again while we held our notice to them
-        self._hold_wake = asyncio.Event()  # replaced after every set: wakes held notices (news, impatient sender)
         # our data frames by (to whom, packet id) -> their reports: a notice saying "delivered" may come after
         # another notice handed them over (a retransmission crossed it)
         self._sent_frames: dict[tuple[int, int], tuple[float, list[tuple[int, int]]]] = {}
@@ -448,7 +439,6 @@ class Relay:
                 [(r.origin, r.seq) for r in reports],
                 packet.hops_away,
                 packet.packet_id,
-                hold=result == AcceptResult.NEW,
             )
 
     def _take_unknown_token(self) -> bool:
@@ -599,13 +589,9 @@ class Relay:
         await self._learn_delivered(ids)
 
     async def _learn_delivered(self, ids: list[tuple[int, int]]) -> None:
-        """HQ has these reports (news from a neighbour): on disk, and custody notices held for them may go."""
+        """HQ has these reports (news from a neighbour): on disk (the store queues the news for the hub each
+        came from)."""
         self.counters["delivered_learnt"] += await self.store.mark_delivered(ids, published=False)
-        self._wake_held()
-
-    def _wake_held(self) -> None:
-        self._hold_wake.set()
-        self._hold_wake = asyncio.Event()
 
     def _neighbour_radio_hops(self) -> list[int]:
         """Relay radios between us and each neighbour heard within the freshness window (beacons or reports)."""
@@ -692,15 +678,7 @@ class Relay:
 
     # ------------------------------------------------------------------ custody notices
 
-    def _queue_custody_ack(
-        self, node: int, ids: list[tuple[int, int]], radio_hops: int, packet_id: int, *, hold: bool = False
-    ) -> None:
-        """Answer a frame of `node` in our next custody notice to it; `hold`: only new reports in it, which the
-        notice may wait to say are delivered (see CUSTODY_HOLD_SHARE)."""
-        self._hold_ok[node] = self._hold_ok.get(node, True) and hold
-        if not hold:
-            self._impatient.add(node)  # a notice we hold for it goes now (it sent again, or waits for news)
-            self._wake_held()
+    def _queue_custody_ack(self, node: int, ids: list[tuple[int, int]], radio_hops: int, packet_id: int) -> None:
         answers = self._pending_answers[node]
         answers.pop(packet_id, None)
         answers[packet_id] = ids  # most recent last
@@ -724,14 +702,12 @@ class Relay:
         ids = sorted({key for keys in frames.values() for key in keys})
         pending = list(frames)
         hops = self._ack_hops.pop(node, 0)
-        hold = self._hold_ok.pop(node, False)
-        self._impatient.discard(node)
         camp = self._camp_of(node)
         if camp is not None and pending and self._has_link_key(camp):
             # A compact notice under the key we share with that hub: ~16 bytes where a signed one is ~85. When HQ
             # has every report in those frames (we know it, or our uplink has them), it says so, and spares the
             # news we would otherwise send that hub about them (a retry of a lost one is answered the same way).
-            delivered = bool(ids) and await self._delivered_soon(ids, node=node, hold=hold)
+            delivered = bool(ids) and await self._delivered_soon(ids)
             pending = pending + await self._repeat_answers(node, pending, delivered=delivered)
             news = self._news_to_carry(node)
             now = self.clock.now()
@@ -828,34 +804,18 @@ class Relay:
                 news.sent_at = now
                 news.sends += 1 if own_notice else 0  # (riding in a custody notice costs next to nothing)
 
-    async def _delivered_soon(self, ids: list[tuple[int, int]], *, node: int = 0, hold: bool = False) -> bool:
+    async def _delivered_soon(self, ids: list[tuple[int, int]]) -> bool:
         """Does HQ have all of these (we know it already, or our uplink has them now or within another
         `custody_ack_delay_s`)? A report that came in just before the notice is usually still being published;
-        the sender waits far longer. A middle hub (`hold`: new reports it passes on) waits for the next hop's
-        answer to say so, up to CUSTODY_HOLD_SHARE of the custody timeout, unless `node` sends again meanwhile."""
-        if await self.store.all_delivered(ids):
-            return True
-        if self.uplink_up():
-            for _ in range(DELIVERED_CHECKS - 1):
+        the sender waits far longer."""
+        for attempt in range(DELIVERED_CHECKS):
+            if attempt:
                 await self.clock.sleep(self.timing.custody_ack_delay_s / (DELIVERED_CHECKS - 1))
-                if await self.store.all_delivered(ids):
-                    return True
-            return False
-        # (the custody_ack_delay_s before this call counts toward the hold)
-        held_s = CUSTODY_HOLD_SHARE * self.timing.custody_timeout_s - self.timing.custody_ack_delay_s
-        if not hold or held_s <= 0 or self._uplink_held() or self.routes.next_hop(self.clock.now()) is None:
-            return False  # (an uplink that dropped a moment ago keeps them; no route: nothing passes them on)
-        deadline = self.clock.now() + held_s
-        self.counters["custody_held"] += 1
-        while True:
-            wake = self._hold_wake  # (taken before looking: news that comes meanwhile sets this one)
             if await self.store.all_delivered(ids):
-                self.counters["custody_held_delivered"] += 1
                 return True
-            left = deadline - self.clock.now()
-            if left <= 0 or node in self._impatient:
+            if not self.uplink_up():
                 return False
-            await wait_event(wake, self.clock.real(left))  # news of a delivery, or an impatient sender
+        return False
 
     def _fit_ids(
         self, kind: Kind, ids: list[tuple[int, int]], answers: list[int] | None = None
