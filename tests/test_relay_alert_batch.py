@@ -5,20 +5,25 @@ uplink neighbour C."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 
 from meshd import keys as keyfiles
 from meshd.clock import Clock
+from meshd.config import HubConfig
+from meshd.daemon.hub import Hub
 from meshd.radio.api import BROADCAST, ReceivedPacket
+from meshd.radio.sim import SimNetwork, line_topology
 from meshd.relay.priority import Prio, priority_of
 from meshd.relay.relay import Relay
 from meshd.wire import bodies, codec, linkauth
 from meshd.wire.envelope import Envelope, Kind, sign
 from meshd.wire.text import parse_shorthand
 from tests.support.fakemesh import FakeMesh
-from tests.support.hubs import FAST_TIMING, make_hub, provision, running
+from tests.support.hubs import FAST_TIMING, FakeUplink, make_hub, provision, running
 from tests.test_relay_line import needs, wait_for
 
 B, C = 811, 812
@@ -89,3 +94,46 @@ async def test_an_alert_with_nothing_waiting_goes_alone(tmp_path):
         [frame] = data_to_c()
         assert (frame.kind, frame.seq) == (Kind.ALERT, alert.seq)
         assert relay.counters["batches_built"] == 0
+
+
+async def test_through_the_simulator_the_alert_and_the_waiting_needs_reach_hq_in_one_frame(tmp_path):
+    """The real path: two hubs with real RadioLinks on the LoRa simulator (the Meshtastic stream protocol),
+    real SQLite stores; the second hub has the uplink (an in-memory stand-in)."""
+    p = provision(tmp_path, [1, 2])
+    received: Counter[str] = Counter()
+    async with SimNetwork(
+        line_topology(2, name="alert-batch"), speedup=SPEEDUP, seed=3, pty=False, record_air=True
+    ) as net:
+        clock = Clock(SPEEDUP)
+
+        def config_for(camp: int) -> HubConfig:
+            base = p.config(camp, duty_cycle_pct=100.0)
+            timing = dataclasses.replace(base.timing, speedup=SPEEDUP, batch_wait_s=600.0, beacon_min_gap_s=5.0)
+            radio = dataclasses.replace(base.radio, device=f"tcp://127.0.0.1:{net.radios[camp - 1].tcp_port}")
+            return dataclasses.replace(base, radio=radio, timing=timing)
+
+        hubs = [Hub(config_for(c), clock=clock, serve_status=False) for c in (1, 2)]
+        uplink = FakeUplink(hubs[1], received)
+        hubs[1].uplink = uplink
+        async with running(hubs):
+            relay = hubs[0].relay
+            assert relay is not None
+            up = asyncio.create_task(uplink.run())
+            try:
+                await wait_for(lambda: relay.routes.next_hop(clock.now()) is not None, limit_s=20)
+                ids = [(await relay.originate(Kind.NEEDS, needs(i))).id for i in (1, 2)]
+                ids.append((await relay.originate(Kind.ALERT, ALERT)).id)
+                await wait_for(lambda: set(ids) <= set(received), limit_s=8)  # batch_wait_s is 12 s real
+            finally:
+                up.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await up
+        assert all(received[i] == 1 for i in ids), received
+        data = [
+            Envelope.from_bytes(r.payload)
+            for r in net.on_air
+            if r.portnum == 256
+            and r.transmitter == r.from_node == relay.radio.my_node
+            and linkauth.frame_kind(r.payload) in (Kind.NEEDS, Kind.ALERT, Kind.BATCH)
+        ]
+        assert {(env.kind, len(codec.unbatch(env))) for env in data} == {(Kind.BATCH, 3)}, data

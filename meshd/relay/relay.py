@@ -590,33 +590,23 @@ class Relay:
         came from)."""
         self.counters["delivered_learnt"] += await self.store.mark_delivered(ids, published=False)
 
-    def _neighbour_radio_hops(self) -> list[int]:
-        """Relay radios between us and each neighbour heard within the freshness window (beacons or reports)."""
+    def _neighbour_radio_hops(self, *, outer_only: bool = False) -> list[int]:
+        """Relay radios between us and each neighbour heard within the freshness window (from its beacons or the
+        reports it handed us); `outer_only`: only those farther from the uplinks than us (who may need our
+        notices)."""
         now = self.clock.now()
+        mine = self.routes.my_hops(uplink_up=self._uplink_held(), now=now) or 99
         hops = {
             n.node: n.radio_hops
             for n in self.routes.neighbours.values()
             if now - n.heard_at <= self.routes.stale_after_s
+            and (not outer_only or n.uplink_hops == 0 or n.uplink_hops > mine)
         }
+        # hubs that handed us reports are outward by definition, even if their beacon never reached us
         for node, (radio_hops, heard_at) in self._upstream.items():
             if now - heard_at <= self.routes.stale_after_s:
                 hops[node] = max(hops.get(node, 0), radio_hops)
         return list(hops.values())
-
-    def _outer_neighbours(self) -> list[int]:
-        """Radio hops to each neighbour farther from the uplinks than us (who may need our notices)."""
-        now = self.clock.now()
-        mine = self.routes.my_hops(uplink_up=self._uplink_held(), now=now) or 99
-        outer = {
-            n.node: n.radio_hops
-            for n in self.routes.neighbours.values()
-            if now - n.heard_at <= self.routes.stale_after_s and (n.uplink_hops == 0 or n.uplink_hops > mine)
-        }
-        # hubs that handed us reports are outward by definition, even if their beacon never reached us
-        for node, (hops, heard_at) in self._upstream.items():
-            if now - heard_at <= self.routes.stale_after_s:
-                outer[node] = max(outer.get(node, 0), hops)
-        return list(outer.values())
 
     def _on_beacon(self, env: Envelope, packet: ReceivedPacket) -> None:
         if packet.hops_away > self.config.neighbour_radio_hops or env.origin == self.camp_id:
@@ -914,7 +904,7 @@ class Relay:
         # implicit ACK, hearing an outer neighbour pass the ids on confirms they arrived; ids not confirmed are
         # repeated for up to NOTICE_ROUNDS rounds (an edge hub never passes them on, so the repeats end there),
         # so a 20 % lossy link misses a notice with probability 0.2 ** NOTICE_ROUNDS.
-        if not self._outer_neighbours():
+        if not self._neighbour_radio_hops(outer_only=True):
             self._notice_rounds.clear()
             return
         for key in fresh:
@@ -925,7 +915,7 @@ class Relay:
             if self._notice_rounds[key] <= 0:
                 del self._notice_rounds[key]
         # only as far as the farthest outer neighbour; nobody outside needs to hear it
-        hops = max(self._outer_neighbours(), default=self.config.neighbour_radio_hops)
+        hops = max(self._neighbour_radio_hops(outer_only=True), default=self.config.neighbour_radio_hops)
         while ids:
             chunk, ids = self._fit_ids(Kind.DELIVERED, ids)
             sent = await self._transmit(chunk, to=BROADCAST, hop_limit=hops, alert=False, wait_budget=True)
