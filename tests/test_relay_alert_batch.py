@@ -96,6 +96,24 @@ async def test_an_alert_with_nothing_waiting_goes_alone(tmp_path):
         assert relay.counters["batches_built"] == 0
 
 
+async def test_an_alert_goes_alone_when_only_the_alert_reserve_is_left(tmp_path):
+    """The reserve of the airtime budget is for alerts: needs reports riding on an alert would spend it, and
+    the next alert would wait for the hour to come round (seen in CI: three fire alerts queued behind a
+    saturated budget, the second took needs along and the third waited)."""
+    async with hub_b(tmp_path) as (relay, data_to_c):
+        now = relay.clock.now()
+        relay.budget.charge(relay.budget.limit(alert=False) - relay.budget.used(now) - 0.5, now)
+        assert relay.budget.can_send(0.5, now, alert=True)
+        waiting = [await relay.originate(Kind.NEEDS, needs(i)) for i in (1, 2)]
+        alert = await relay.originate(Kind.ALERT, ALERT)
+        await wait_for(lambda: len(data_to_c()) >= 1, limit_s=5)
+        [frame] = data_to_c()
+        assert (frame.kind, frame.seq) == (Kind.ALERT, alert.seq)
+        assert relay.counters["batches_built"] == 0
+        left = {(e.origin, e.seq) for e in await relay.store.pending()}
+        assert {(B, w.seq) for w in waiting} <= left
+
+
 async def test_through_the_simulator_the_alert_and_the_waiting_needs_reach_hq_in_one_frame(tmp_path):
     """The real path: two hubs with real RadioLinks on the LoRa simulator (the Meshtastic stream protocol),
     real SQLite stores; the second hub has the uplink (an in-memory stand-in)."""

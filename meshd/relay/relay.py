@@ -175,6 +175,7 @@ class Relay:
         self.rng = rng or random.Random()
         self.link_keys = linkauth.LinkKeys(camp_id, keys.sign, registry)
         self.preset = airtime.preset(radio_config.preset)
+        self._full_frame_cost = airtime.payload_airtime_s(MAX_ENVELOPE_LEN, self.preset, radio_config.portnum)
         self.budget = AirtimeBudget.from_duty_cycle(relay_config.duty_cycle_pct, relay_config.alert_reserve_pct)
         # a route is stale after three periodic beacons missed at the longest interval
         self.routes = RouteTable(
@@ -1067,11 +1068,18 @@ class Relay:
                     continue
                 entry = await self._maybe_batch(entry, entries)
                 handled.update(entry.report_keys())
-            elif fresh_local and entry.kind in batchable and entry.n_items == 1:
+            elif (
+                fresh_local
+                and entry.kind in batchable
+                and entry.n_items == 1
+                and self.budget.can_send(self._full_frame_cost, self.clock.now(), alert=False)
+            ):
                 # An alert goes at once, and takes along the needs reports of ours waiting for their batch just
                 # before it: they would otherwise go in a frame of their own (an alert in the middle of a burst
                 # split it in two), and they arrive sooner. The report plans of bench/sim_network.py (seeds
                 # 3-12): report frames leaving their origin 672 -> 569, and 546 with `batch_max` 8 instead of 5.
+                # Only while the routine budget has room for a full frame: the reserve is for alerts, and a
+                # needs batch riding on one spent it, so the next alert waited for the hour to come round.
                 entry = await self._maybe_batch(entry, entries, before=True)
                 handled.update(entry.report_keys())
             raw = replace(Envelope.from_bytes(entry.envelope), age_s=entry.age_s).to_bytes()
