@@ -99,7 +99,7 @@ async def test_an_alert_with_nothing_waiting_goes_alone(tmp_path):
 async def test_an_alert_goes_alone_when_only_the_alert_reserve_is_left(tmp_path):
     """The reserve of the airtime budget is for alerts: needs reports riding on an alert would spend it, and
     the next alert would wait for the hour to come round (seen in CI: three fire alerts queued behind a
-    saturated budget, the second took needs along and the third waited)."""
+    saturated budget, the first took needs along and the third waited)."""
     async with hub_b(tmp_path) as (relay, data_to_c):
         now = relay.clock.now()
         relay.budget.charge(relay.budget.limit(alert=False) - relay.budget.used(now) - 0.5, now)
