@@ -114,9 +114,11 @@ async def test_an_alert_goes_alone_when_only_the_alert_reserve_is_left(tmp_path)
         assert {(B, w.seq) for w in waiting} <= left
 
 
-async def test_through_the_simulator_the_alert_and_the_waiting_needs_reach_hq_in_one_frame(tmp_path):
+async def _through_the_simulator(tmp_path, *, reserve_only: bool) -> tuple[list[str], list[Envelope]]:
     """The real path: two hubs with real RadioLinks on the LoRa simulator (the Meshtastic stream protocol),
-    real SQLite stores; the second hub has the uplink (an in-memory stand-in)."""
+    real SQLite stores; the second hub has the uplink (an in-memory stand-in). Hub 1 sends two needs reports
+    and a fire alert (`reserve_only`: with only the alert reserve of its airtime budget left); the ids that
+    reached HQ once each, and hub 1's report frames on the air."""
     p = provision(tmp_path, [1, 2])
     received: Counter[str] = Counter()
     async with SimNetwork(
@@ -139,14 +141,18 @@ async def test_through_the_simulator_the_alert_and_the_waiting_needs_reach_hq_in
             up = asyncio.create_task(uplink.run())
             try:
                 await wait_for(lambda: relay.routes.next_hop(clock.now()) is not None, limit_s=20)
+                if reserve_only:
+                    now = clock.now()
+                    relay.budget.charge(relay.budget.limit(alert=False) - relay.budget.used(now) - 0.5, now)
                 ids = [(await relay.originate(Kind.NEEDS, needs(i))).id for i in (1, 2)]
                 ids.append((await relay.originate(Kind.ALERT, ALERT)).id)
-                await wait_for(lambda: set(ids) <= set(received), limit_s=8)  # batch_wait_s is 12 s real
+                arrived = ids[-1:] if reserve_only else ids  # (alone, the needs wait out batch_wait_s)
+                await wait_for(lambda: set(arrived) <= set(received), limit_s=8)  # batch_wait_s is 12 s real
             finally:
                 up.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await up
-        assert all(received[i] == 1 for i in ids), received
+        assert all(received[i] == 1 for i in arrived), received
         data = [
             Envelope.from_bytes(r.payload)
             for r in net.on_air
@@ -154,4 +160,16 @@ async def test_through_the_simulator_the_alert_and_the_waiting_needs_reach_hq_in
             and r.transmitter == r.from_node == relay.radio.my_node
             and linkauth.frame_kind(r.payload) in (Kind.NEEDS, Kind.ALERT, Kind.BATCH)
         ]
-        assert {(env.kind, len(codec.unbatch(env))) for env in data} == {(Kind.BATCH, 3)}, data
+    return arrived, data
+
+
+async def test_through_the_simulator_the_alert_and_the_waiting_needs_reach_hq_in_one_frame(tmp_path):
+    ids, data = await _through_the_simulator(tmp_path, reserve_only=False)
+    assert len(ids) == 3
+    assert {(env.kind, len(codec.unbatch(env))) for env in data} == {(Kind.BATCH, 3)}, data
+
+
+async def test_through_the_simulator_the_alert_goes_alone_on_the_alert_reserve(tmp_path):
+    ids, data = await _through_the_simulator(tmp_path, reserve_only=True)
+    assert {(env.kind, len(codec.unbatch(env))) for env in data} == {(Kind.ALERT, 1)}, data
+    assert [env.id for env in data] == ids
